@@ -1,0 +1,65 @@
+# Entry points. `make search STUDY=imdb_generalize` installs on first use, then runs the study.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STUDY ?=
+TRIALS ?=
+TIMEOUT ?=
+STORAGE ?=
+N ?= 2
+PORT ?= 8080
+HOST ?= 127.0.0.1
+PYTEST_ARGS ?=
+
+# Offline copies of the data sets, when this checkout sits beside them (never required).
+ifneq ($(wildcard ../shared/data),)
+export CAPSEARCH_DATA ?= $(abspath ../shared/data)
+endif
+
+opt = $(if $(2),$(1) $(2))
+STORAGE_OPT = $(call opt,--storage,$(STORAGE))
+
+.PHONY: install search list show validate dashboard workers test lint format bench clean-venv
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+search: install
+	@if [ -z "$(STUDY)" ]; then echo "usage: make search STUDY=<name> [TRIALS=n] [TIMEOUT=s] [STORAGE=url]"; \
+	  $(BIN)/capsearch list; exit 2; fi
+	$(BIN)/capsearch run $(STUDY) $(call opt,--trials,$(TRIALS)) $(call opt,--timeout,$(TIMEOUT)) $(STORAGE_OPT)
+
+list: install
+	$(BIN)/capsearch list $(STORAGE_OPT)
+
+show: install
+	$(BIN)/capsearch show $(STUDY) $(STORAGE_OPT)
+
+validate: install
+	$(BIN)/capsearch validate
+
+dashboard: install
+	$(BIN)/capsearch dashboard $(STORAGE_OPT) --host $(HOST) --port $(PORT)
+
+workers: install
+	$(BIN)/capsearch workers $(STUDY) -n $(N) $(call opt,--trials,$(TRIALS)) $(call opt,--timeout,$(TIMEOUT)) $(STORAGE_OPT)
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check search tests
+	$(BIN)/ruff format --check search tests
+	$(BIN)/mypy search
+
+format: install
+	$(BIN)/ruff format search tests
+	$(BIN)/ruff check --fix search tests
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,153 @@
+"""Command line: ``capsearch run STUDY``, ``list``, ``show STUDY`` (also ``python -m search``).
+
+Each command is a few lines over the library; :func:`main` is the one place that turns the
+project's errors into a one-line message and exit code 2 (no traceback, nothing stored changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from search.errors import FatalError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _quiet_libraries() -> None:
+    # TensorFlow's C++ start-up chatter and Optuna's per-trial INFO lines would bury our own.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from search.runner import SearchOptions, run_search
+    from search.studyfile import load_study
+
+    spec = load_study(args.study)
+    options = SearchOptions(
+        trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        data_dir=args.data_dir,
+        offline=args.offline,
+    )
+    _quiet_libraries()
+    run_search(spec, options, echo=_echo)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from search.inspect import list_rows
+
+    for line in list_rows(args.storage):
+        _echo(line)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from search.inspect import show_study
+
+    for line in show_study(args.study, args.storage, top=args.top):
+        _echo(line)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from search.studyfile import known_studies, load_study
+
+    names = args.studies or known_studies()
+    for name in names:
+        spec = load_study(name)
+        baselines = len(spec.baselines)
+        _echo(f"{spec.name}: ok ({spec.objective}, data {spec.data.source}, {baselines} baselines)")
+    return 0
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (kept importable for the docs tests)."""
+    parser = argparse.ArgumentParser(
+        prog="capsearch",
+        description="Search capacity and regularization of Keras models with Optuna.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    storage_help = "storage URL (default: $CAPSEARCH_STORAGE, else sqlite:///storage/studies.db)"
+
+    run = sub.add_parser("run", help="create or resume a study and run its trials")
+    run.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    run.add_argument(
+        "--trials", type=_positive_int, help="finished trials the study should have in all"
+    )
+    run.add_argument("--timeout", type=_positive_float, help="stop starting trials after S seconds")
+    run.add_argument("--storage", help=storage_help)
+    run.add_argument(
+        "--data-dir", type=Path, help="folder with local data copies (default: $CAPSEARCH_DATA)"
+    )
+    run.add_argument("--offline", action="store_true", help="never download data")
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="list shipped study files and stored studies")
+    lst.add_argument("--storage", help=storage_help)
+    lst.set_defaults(func=cmd_list)
+
+    show = sub.add_parser("show", help="show one stored study's best trials")
+    show.add_argument("study", help="study name")
+    show.add_argument("--storage", help=storage_help)
+    show.add_argument("--top", type=_positive_int, default=10, help="how many trials (default 10)")
+    show.set_defaults(func=cmd_show)
+
+    validate = sub.add_parser("validate", help="check study files without running anything")
+    validate.add_argument("studies", nargs="*", help="names or paths (default: every study)")
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; bad input exits 2 with one line on stderr."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except FatalError as exc:
+        print(f"capsearch: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(
+            "capsearch: interrupted; finished trials are stored, run again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

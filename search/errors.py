@@ -1,0 +1,43 @@
+"""The project's exceptions: one base, a fatal branch for bad input and a per-trial failure.
+
+Every fatal error is turned into a one-line message and exit code 2 by the command-line entry
+point (``search.cli``); a :class:`TrialFailure` fails one trial, stores its reason on the trial and
+lets the worker go on with the next one.
+"""
+
+from __future__ import annotations
+
+
+class SearchError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class FatalError(SearchError):
+    """Bad input or environment: stop before anything stored is changed."""
+
+
+class StudyFileError(FatalError):
+    """A study file is unknown, unreadable or fails validation.
+
+    The message names the file, the key and the problem, e.g.
+    ``spaces/x.toml: space.dropout: high=1.2 is outside [0, 1); use a rate below 1.``
+    """
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}: " if key else f"{source}: "
+        super().__init__(f"{where}{problem}")
+
+
+class DataError(FatalError):
+    """A data set could not be found, read or parsed."""
+
+
+class StorageError(FatalError):
+    """A storage URL is malformed, unreachable or not writable."""
+
+
+class TrialFailure(SearchError):
+    """One trial failed (exception, out of memory); the worker continues with the next trial."""

@@ -1,0 +1,256 @@
+"""Training one model fast, and measuring it honestly after every epoch.
+
+Data is turned into tensors once per worker (:class:`PreparedData`) and shared by every trial.
+Batches are cut from a shuffled row index and gathered in TensorFlow, so multi-hot text stays a
+``tf.SparseTensor`` end to end and tiny data sets repeat inside one compiled call.
+
+An *epoch* is one pass over the training rows, or, when the study sets ``steps_per_epoch``, that
+many optimizer steps (the data repeated): 21 points trained full-batch for 20,000 steps become 200
+epochs of 100 steps, each one a single compiled call and one report to the pruner.
+
+After each epoch :class:`EpochEvaluator` computes the loss of the whole training set and of the
+validation set in inference mode (no dropout, no L2 penalty), which is what the objectives compare.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from search.model import loss_name
+
+if TYPE_CHECKING:
+    from search.data import Dataset, Features
+
+_EVAL_BATCH = 8192
+_MAX_STEPS_PER_EXECUTION = 100
+
+
+@dataclass
+class EpochRecord:
+    """Inference-mode measurements after one epoch (``None`` where a split is absent)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    train_accuracy: float | None = None
+    val_accuracy: float | None = None
+
+
+@dataclass
+class History:
+    """Per-epoch records of one training run."""
+
+    records: list[EpochRecord] = field(default_factory=list)
+
+    def curve(self, name: str) -> list[float | None]:
+        return [getattr(r, name) for r in self.records]
+
+
+class _Split:
+    """One split's rows as tensors, with a row-gather that keeps sparse inputs sparse."""
+
+    def __init__(self, x: Features, y: np.ndarray) -> None:
+        self.n = int(x.shape[0])
+        self.sparse = not isinstance(x, np.ndarray)
+        self.y = tf.constant(y)
+        if self.sparse:
+            csr = x.tocsr()
+            csr.sort_indices()
+            self.n_features = int(csr.shape[1])
+            splits = tf.constant(csr.indptr.astype(np.int64))
+            self.cols = tf.RaggedTensor.from_row_splits(
+                tf.constant(csr.indices.astype(np.int64)), splits, validate=False
+            )
+            self.vals = tf.RaggedTensor.from_row_splits(
+                tf.constant(csr.data.astype(np.float32)), splits, validate=False
+            )
+        else:
+            self.x = tf.constant(np.asarray(x, dtype=np.float32))
+
+    def gather(self, rows: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        if not self.sparse:
+            return tf.gather(self.x, rows), tf.gather(self.y, rows)
+        cols = tf.gather(self.cols, rows)
+        vals = tf.gather(self.vals, rows).flat_values
+        index = tf.stack([cols.value_rowids(), cols.flat_values], axis=1)
+        shape = tf.stack(
+            [tf.shape(rows, out_type=tf.int64)[0], tf.constant(self.n_features, tf.int64)]
+        )
+        return tf.SparseTensor(index, vals, shape), tf.gather(self.y, rows)
+
+    def batches(self, batch_size: int) -> tf.data.Dataset:
+        return tf.data.Dataset.range(self.n).batch(batch_size).map(self.gather)
+
+
+class PreparedData:
+    """A :class:`~search.data.Dataset` converted to tensors once, for every trial of a worker.
+
+    Example:
+        >>> prepared = PreparedData(dataset)  # doctest: +SKIP
+        >>> history = prepared.fit(model, batch_size=512, epochs=20)  # doctest: +SKIP
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.splits: dict[str, _Split] = {}
+        for name in ("train", "val", "test"):
+            x, y = getattr(dataset, f"x_{name}"), getattr(dataset, f"y_{name}")
+            if x is not None and y is not None and x.shape[0] > 0:
+                self.splits[name] = _Split(x, y)
+        self._eval_cache: dict[str, list[tuple[Any, Any]]] = {}
+
+    @property
+    def n_train(self) -> int:
+        return self.splits["train"].n
+
+    def steps_per_epoch(self, batch_size: int, steps_per_epoch: int | None = None) -> int:
+        """Optimizer steps in one epoch: the study's setting, else one pass over the rows."""
+        return steps_per_epoch or math.ceil(self.n_train / batch_size)
+
+    def train_dataset(self, batch_size: int, seed: int) -> tf.data.Dataset:
+        """Endless shuffled training batches; full-batch data is one cached tensor repeated."""
+        train = self.splits["train"]
+        if batch_size >= train.n:
+            whole = train.gather(tf.range(train.n, dtype=tf.int64))
+            return tf.data.Dataset.from_tensors(whole).repeat()
+        rows = tf.data.Dataset.range(train.n).shuffle(
+            train.n, seed=seed, reshuffle_each_iteration=True
+        )
+        return rows.batch(batch_size).map(train.gather).repeat().prefetch(tf.data.AUTOTUNE)
+
+    def eval_batches(self, split: str) -> list[tuple[Any, Any]]:
+        """The split in large batches, built once and reused by every evaluation."""
+        if split not in self._eval_cache:
+            self._eval_cache[split] = list(self.splits[split].batches(_EVAL_BATCH))
+        return self._eval_cache[split]
+
+    def fit(
+        self,
+        model: keras.Model,
+        *,
+        batch_size: int,
+        epochs: int,
+        steps_per_epoch: int | None = None,
+        seed: int = 0,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        history: History | None = None,
+    ) -> History:
+        """Train ``model`` and evaluate it after every epoch.
+
+        Args:
+            model: A compiled model (see :func:`search.model.build_model`).
+            batch_size: Rows per optimizer step; ``>= n_train`` trains full-batch.
+            epochs: Epoch cap.
+            steps_per_epoch: Optimizer steps per epoch; default one pass over the rows.
+            seed: Seeds the batch order.
+            callbacks: Extra Keras callbacks, run after the evaluation has written
+                ``train_loss``/``val_loss`` (inference mode) into the epoch logs.
+            on_epoch: Called with each epoch's record, before ``callbacks``.
+            history: Filled epoch by epoch (so a caller keeps the records of a run that a
+                callback interrupts, e.g. a pruned trial); a new one by default.
+
+        Returns:
+            The per-epoch records (shorter than ``epochs`` when a callback stopped training).
+        """
+        steps = self.steps_per_epoch(batch_size, steps_per_epoch)
+        history = history if history is not None else History()
+        evaluator = EpochEvaluator(self, model, history, on_epoch)
+        model.fit(
+            self.train_dataset(batch_size, seed),
+            epochs=epochs,
+            steps_per_epoch=steps,
+            callbacks=[evaluator, *callbacks],
+            shuffle=False,
+            verbose=0,
+        )
+        return history
+
+    def evaluate(self, model: keras.Model, split: str) -> tuple[float, float | None]:
+        """Mean loss (no regularization penalty) and accuracy of ``model`` on a split."""
+        return EpochEvaluator(self, model, History(), None).measure(split)
+
+
+def steps_per_execution(steps_per_epoch: int, cap: int = _MAX_STEPS_PER_EXECUTION) -> int:
+    """The largest divisor of ``steps_per_epoch`` up to ``cap``.
+
+    Keras runs ``steps_per_execution`` steps per compiled call and overshoots an epoch that is not
+    a multiple of it, so epochs stay exact only with a divisor.
+
+    Example:
+        >>> steps_per_execution(200), steps_per_execution(30), steps_per_execution(59)
+        (100, 30, 59)
+    """
+    return max(d for d in range(1, min(cap, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
+class EpochEvaluator(keras.callbacks.Callback):
+    """Keras callback: inference-mode loss on train and validation after each epoch.
+
+    Writes ``train_loss``, ``val_loss`` (and accuracies) into the epoch ``logs`` so later callbacks,
+    such as Optuna's pruning callback, read the same numbers the study stores.
+    """
+
+    def __init__(
+        self,
+        data: PreparedData,
+        model: keras.Model,
+        history: History,
+        on_epoch: Callable[[EpochRecord], None] | None,
+    ) -> None:
+        super().__init__()
+        self._data = data
+        self._history = history
+        self._on_epoch = on_epoch
+        task = data.dataset.task
+        loss_fn = _per_sample_loss(task)
+        classify = task != "regression"
+
+        @tf.function(reduce_retracing=True)
+        def batch_stats(x: Any, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            pred = model(x, training=False)
+            loss_sum = tf.reduce_sum(tf.cast(loss_fn(y, pred), tf.float64))
+            if not classify:
+                return loss_sum, tf.constant(0.0, tf.float64)
+            if task == "binary":
+                hit = tf.equal(tf.cast(pred > 0.5, y.dtype), y)
+            else:
+                hit = tf.equal(tf.argmax(pred, axis=-1), tf.cast(y, tf.int64))
+            return loss_sum, tf.reduce_sum(tf.cast(hit, tf.float64))
+
+        self._batch_stats = batch_stats
+        self._classify = classify
+
+    def measure(self, split: str) -> tuple[float, float | None]:
+        n = self._data.splits[split].n
+        loss_total, hit_total = 0.0, 0.0
+        for x, y in self._data.eval_batches(split):
+            loss_sum, hits = self._batch_stats(x, y)
+            loss_total += float(loss_sum)
+            hit_total += float(hits)
+        return loss_total / n, (hit_total / n if self._classify else None)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        train_loss, train_acc = self.measure("train")
+        val_loss = val_acc = None
+        if "val" in self._data.splits:
+            val_loss, val_acc = self.measure("val")
+        record = EpochRecord(epoch, train_loss, val_loss, train_acc, val_acc)
+        self._history.records.append(record)
+        if logs is not None:
+            logs.update({"train_loss": train_loss, "val_loss": val_loss})
+            if train_acc is not None:
+                logs.update({"train_accuracy": train_acc, "val_accuracy": val_acc})
+        if self._on_epoch is not None:
+            self._on_epoch(record)
+
+
+def _per_sample_loss(task: str) -> Callable[[Any, Any], Any]:
+    return keras.losses.get(loss_name(task))  # type: ignore[no-any-return]
