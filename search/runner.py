@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,13 +73,16 @@ def make_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseS
     seed = spec.sampler.seed + seed_offset
     if spec.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed,
-        n_startup_trials=spec.sampler.n_startup_trials,
-        multivariate=True,
-        group=True,  # conditional parameters (use_l2 -> l2) get their own joint models
-        constant_liar=True,  # running trials count as pending, so parallel workers spread out
-    )
+    with warnings.catch_warnings():
+        # `multivariate`, `group` and `constant_liar` are marked experimental but long stable.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed,
+            n_startup_trials=spec.sampler.n_startup_trials,
+            multivariate=True,
+            group=True,  # conditional parameters (use_l2 -> l2) get their own joint models
+            constant_liar=True,  # running trials count as pending: parallel workers spread out
+        )
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:

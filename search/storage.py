@@ -431,15 +431,6 @@ def open_storage(
     """
     parsed = _parse(url)
     backend = parsed.get_backend_name()
-    engine_kwargs: dict[str, Any]
-    if backend == "sqlite":
-        _prepare_sqlite(url, parsed.database, create)
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    else:
-        engine_kwargs = dict(_SERVER_ENGINE_KWARGS)
-        if "connect_timeout" not in parsed.query:
-            engine_kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
-
     for name, value, lowest in (
         ("heartbeat_interval", heartbeat_interval, 1),
         ("grace_period", grace_period, 1),
@@ -453,6 +444,15 @@ def open_storage(
             f"failed_trial_max_retry={failed_trial_max_retry} has no effect without heartbeats",
             "set heartbeat_interval too",
         )
+
+    engine_kwargs: dict[str, Any]
+    if backend == "sqlite":
+        _prepare_sqlite(url, parsed.database, create)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    else:
+        engine_kwargs = dict(_SERVER_ENGINE_KWARGS)
+        if "connect_timeout" not in parsed.query:
+            engine_kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
 
     options: dict[str, Any] = {
         "heartbeat_interval": heartbeat_interval,

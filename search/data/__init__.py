@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from search.data import files, imdb, pima, synthetic
-from search.data._dataset import DataContext, Dataset, DataSource, Option
+from search.data._dataset import DataContext, Dataset, DataSource, Features, Option, Task
 from search.data._options import REQUIRED, OptionError, validate_options
 from search.data.imdb import imdb_cache_path
 
@@ -27,8 +27,10 @@ __all__ = [
     "DataContext",
     "DataSource",
     "Dataset",
+    "Features",
     "Option",
     "OptionError",
+    "Task",
     "imdb_cache_path",
     "load_dataset",
     "validate_data_options",

@@ -50,7 +50,7 @@ def save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # keys are array names
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(name, 0o644)  # mkstemp makes the file private; a cache may be shared.

@@ -74,11 +74,15 @@ def standardize(
     std = np.where(std > 0, std, 1.0)
 
     def scale(array: np.ndarray) -> np.ndarray:
-        return ((np.asarray(array, dtype=np.float64) - mean) / std).astype(np.float32)
+        scaled: np.ndarray = ((np.asarray(array, dtype=np.float64) - mean) / std).astype(np.float32)
+        return scaled
 
     return scale(train), [None if a is None else scale(a) for a in others], mean, std
 
 
 def take(array: np.ndarray, index: np.ndarray) -> np.ndarray | None:
     """Return ``array[index]``, or ``None`` when ``index`` is empty (a split that is not used)."""
-    return array[index] if len(index) else None
+    if len(index) == 0:
+        return None
+    part: np.ndarray = array[index]
+    return part

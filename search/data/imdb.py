@@ -18,16 +18,18 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse
 
 from search.data._cache import cache_key, file_identity, load_npz, save_npz_atomic
 from search.data._dataset import DataContext, Dataset, DataSource, Option
 from search.data._locate import find_or_fetch, keras_datasets_dir, one_line, resolve_user_path
 from search.data._options import int_range
 from search.errors import DataError
+
+if TYPE_CHECKING:
+    import scipy.sparse
 
 logger = logging.getLogger(__name__)
 
@@ -204,11 +206,11 @@ def read_reviews(source: Path) -> dict[str, tuple[list[bytes], np.ndarray]]:
     for split in SPLITS:
         reviews = sorted(found[split], key=lambda item: (item[0], item[1]))
         labels = np.array([label for label, _, _ in reviews], dtype=np.float32)
-        for label_index, label in enumerate(LABELS):
+        for label_index, label_name in enumerate(LABELS):
             if not np.any(labels == label_index):
                 raise DataError(
-                    f"IMDB data {source} has no aclImdb/{split}/{label}/*.txt reviews; use the "
-                    f"complete archive from {ORIGIN}."
+                    f"IMDB data {source} has no aclImdb/{split}/{label_name}/*.txt reviews; use "
+                    f"the complete archive from {ORIGIN}."
                 )
         result[split] = ([raw for _, _, raw in reviews], labels)
     return result
@@ -225,6 +227,8 @@ def build_vocabulary(texts: list[bytes], num_words: int) -> dict[bytes, int]:
 
 def multi_hot(texts: list[bytes], vocabulary: dict[bytes, int]) -> scipy.sparse.csr_matrix:
     """Return one float32 CSR row per text with 1.0 in the columns of the words it contains."""
+    import scipy.sparse  # Lazy: a quarter second that listing or validating studies can skip.
+
     lookup = vocabulary.get
     indices = array("i")
     indptr = array("q", [0])
@@ -276,6 +280,8 @@ def _vectorize(source: Path, options: Mapping[str, Any]) -> dict[str, np.ndarray
 
 
 def _matrix(arrays: Mapping[str, np.ndarray], name: str, n_columns: int) -> Any:
+    import scipy.sparse
+
     indptr, indices = arrays[f"{name}_indptr"], arrays[f"{name}_indices"]
     data = np.ones(len(indices), dtype=np.float32)
     matrix = scipy.sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_columns))

@@ -74,7 +74,12 @@ def load_overfit30(options: Mapping[str, Any], context: DataContext) -> Dataset:
     reference: dict[str, Any] = {}
     note = "raw x in [0.63, 1]"
     if options["standardize"]:
-        x_train, (x_val,), mean, std = standardize(x_train, x_val)
+        # From the posted float64 values, so only the result is rounded to float32.
+        raw_train = np.reshape(OVERFIT30_X_TRAIN, (-1, 1))
+        x_train, (x_scaled,), mean, std = standardize(
+            raw_train, np.reshape(OVERFIT30_X_TEST, (-1, 1))
+        )
+        x_val = _column(x_scaled)
         reference = {"x_mean": float(mean[0]), "x_std": float(std[0])}
         note = (
             "x standardized with the training mean and std (raw x lies in [0.63, 1], "
@@ -178,8 +183,9 @@ def load_square(options: Mapping[str, Any], context: DataContext) -> Dataset:
 
 def _scale(values: np.ndarray) -> np.ndarray:
     """Standardize like ``sklearn.preprocessing.scale``: population std, float64."""
-    values = values.astype(np.float64)
-    return (values - values.mean()) / values.std()
+    floats = values.astype(np.float64)
+    scaled: np.ndarray = (floats - floats.mean()) / floats.std()
+    return scaled
 
 
 def load_collinear(options: Mapping[str, Any], context: DataContext) -> Dataset:
