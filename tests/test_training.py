@@ -1,0 +1,150 @@
+"""The model builder and the trainer: same mathematics as plain Keras, measured honestly."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import scipy.sparse
+
+from search.data import Dataset
+from search.model import build_model
+from search.training import PreparedData, steps_per_execution
+
+PARAMS = {
+    "layers": 2,
+    "units": 16,
+    "activation": "relu",
+    "l2": 0.0,
+    "dropout": 0.0,
+    "learning_rate": 0.01,
+    "optimizer": "adam",
+}
+
+
+def _regression(n: int = 21, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 1)).astype("float32")
+    y = rng.uniform(size=(n, 1)).astype("float32")
+    return Dataset("toy", "regression", x, y, x[:5], y[:5])
+
+
+def _multi_hot(n: int = 300, width: int = 200, seed: int = 0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    dense = (rng.uniform(size=(n, width)) < 0.05).astype("float32")
+    y = (dense[:, :10].sum(axis=1, keepdims=True) > 0).astype("float32")
+    sparse = scipy.sparse.csr_matrix(dense)
+    return Dataset("toy", "binary", sparse, y, sparse[:100], y[:100])
+
+
+def test_books_original_model_has_the_books_parameter_count() -> None:
+    model = build_model(
+        PARAMS | {"optimizer": "rmsprop", "learning_rate": 1e-3},
+        n_features=10000,
+        task="binary",
+        sparse=True,
+    )
+    assert model.count_params() == 10000 * 16 + 16 + 16 * 16 + 16 + 16 + 1
+
+
+def test_l2_and_dropout_are_built_into_every_hidden_layer() -> None:
+    model = build_model(PARAMS | {"l2": 1e-3, "dropout": 0.5}, n_features=3, task="regression")
+    hidden = [layer for layer in model.layers if layer.name.startswith("hidden_")]
+    dropout = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert len(hidden) == 2 and len(dropout) == 2
+    assert all(layer.kernel_regularizer is not None for layer in hidden)
+    assert all(layer.rate == 0.5 for layer in dropout)
+
+
+def test_zero_layers_is_a_linear_model() -> None:
+    model = build_model(PARAMS | {"layers": 0}, n_features=2, task="regression")
+    assert model.count_params() == 3
+
+
+def test_steps_per_execution_divides_the_epoch() -> None:
+    assert steps_per_execution(200) == 100
+    assert steps_per_execution(59) == 59
+    assert steps_per_execution(101) == 1
+    for steps in range(1, 300):
+        assert steps % steps_per_execution(steps) == 0
+
+
+def test_evaluation_is_in_inference_mode() -> None:
+    dataset = _regression()
+    data = PreparedData(dataset)
+    model = build_model(PARAMS | {"dropout": 0.5}, n_features=1, task="regression", seed=3)
+    history = data.fit(model, batch_size=21, epochs=2, steps_per_epoch=10)
+    expected = float(
+        np.mean((model(dataset.x_train, training=False).numpy() - dataset.y_train) ** 2)
+    )
+    assert history.records[-1].train_loss == pytest.approx(expected, rel=1e-5)
+    with_dropout = float(
+        np.mean((model(dataset.x_train, training=True).numpy() - dataset.y_train) ** 2)
+    )
+    assert with_dropout != pytest.approx(expected, rel=1e-3)
+
+
+def test_evaluation_leaves_out_the_l2_penalty() -> None:
+    dataset = _regression()
+    data = PreparedData(dataset)
+    model = build_model(PARAMS | {"l2": 1.0}, n_features=1, task="regression", seed=1)
+    loss, _ = data.evaluate(model, "train")
+    keras_loss = model.evaluate(dataset.x_train, dataset.y_train, verbose=0)
+    data_loss = float(np.mean((model.predict(dataset.x_train, verbose=0) - dataset.y_train) ** 2))
+    assert loss == pytest.approx(data_loss, rel=1e-5)
+    assert keras_loss > loss  # Keras adds the penalty; the study compares data loss only
+
+
+def test_tiny_data_path_matches_plain_full_batch_fit() -> None:
+    dataset = _regression()
+    fast = build_model(PARAMS, n_features=1, task="regression", seed=5, steps_per_execution=50)
+    PreparedData(dataset).fit(fast, batch_size=21, epochs=2, steps_per_epoch=100)
+    plain = build_model(PARAMS, n_features=1, task="regression", seed=5)
+    plain.fit(dataset.x_train, dataset.y_train, batch_size=21, epochs=200, shuffle=False, verbose=0)
+    for a, b in zip(fast.get_weights(), plain.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_path_predicts_like_the_dense_path() -> None:
+    dataset = _multi_hot()
+    sparse_model = build_model(PARAMS, n_features=200, task="binary", sparse=True, seed=2)
+    dense_model = build_model(PARAMS, n_features=200, task="binary", sparse=False, seed=2)
+    dense_model.set_weights(sparse_model.get_weights())
+    data = PreparedData(dataset)
+    x_dense = dataset.x_train.toarray()
+    for x_batch, _ in data.eval_batches("train"):
+        n = int(x_batch.dense_shape[0])
+        np.testing.assert_allclose(
+            sparse_model(x_batch, training=False).numpy(),
+            dense_model(x_dense[:n], training=False).numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+    sparse_loss, sparse_acc = data.evaluate(sparse_model, "train")
+    dense_data = PreparedData(
+        Dataset("toy", "binary", x_dense, dataset.y_train, x_dense[:100], dataset.y_train[:100])
+    )
+    dense_loss, dense_acc = dense_data.evaluate(dense_model, "train")
+    assert sparse_loss == pytest.approx(dense_loss, rel=1e-5)
+    assert sparse_acc == dense_acc
+
+
+def test_sparse_batches_gather_the_right_rows() -> None:
+    dataset = _multi_hot(n=50, width=30)
+    data = PreparedData(dataset)
+    import tensorflow as tf
+
+    rows = tf.constant([3, 0, 49], dtype=tf.int64)
+    x, y = data.splits["train"].gather(rows)
+    np.testing.assert_array_equal(
+        tf.sparse.to_dense(x).numpy(), dataset.x_train.toarray()[[3, 0, 49]]
+    )
+    np.testing.assert_array_equal(y.numpy(), dataset.y_train[[3, 0, 49]])
+
+
+def test_training_batches_cover_every_row_each_epoch() -> None:
+    dataset = _regression(n=10)
+    data = PreparedData(dataset)
+    batches = iter(data.train_dataset(batch_size=4, seed=0))
+    seen = np.concatenate([next(batches)[1].numpy().ravel() for _ in range(3)])
+    assert sorted(seen) == sorted(dataset.y_train.ravel())
