@@ -1,4 +1,5 @@
-"""Command line: ``capsearch run STUDY``, ``list``, ``show STUDY`` (also ``python -m search``).
+"""Command line: ``capsearch run STUDY``, ``list``, ``show STUDY``, ``validate``, ``worker STUDY``,
+``workers STUDY -n N`` and ``copy STUDY`` (also ``python -m search``).
 
 Each command is a few lines over the library; :func:`main` is the one place that turns the
 project's errors into a one-line message and exit code 2 (no traceback, nothing stored changed).
@@ -12,8 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from search.errors import FatalError
+from search.errors import FatalError, SearchError
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
@@ -67,6 +69,64 @@ def cmd_validate(args: argparse.Namespace) -> int:
         spec = load_study(name)
         baselines = len(spec.baselines)
         _echo(f"{spec.name}: ok ({spec.objective}, data {spec.data.source}, {baselines} baselines)")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from search.devices import configure_tensorflow
+    from search.runner import SearchOptions, run_search
+    from search.studyfile import load_study
+    from search.workers import StopSignals, WorkerStopped, default_worker_id, seed_offset_for
+
+    signals = StopSignals()
+    with signals.installed():  # from the start: a stop while loading ends the worker cleanly
+        spec = load_study(args.study)
+        worker = args.worker_id or default_worker_id()
+        options = SearchOptions(
+            trials=args.trials,
+            timeout=args.timeout,
+            storage=args.storage,
+            data_dir=args.data_dir,
+            offline=args.offline,
+            worker=worker,
+            seed_offset=seed_offset_for(worker),
+            evaluate_test=not args.no_summary,
+            summary=not args.no_summary,
+            signals=signals,
+        )
+        _quiet_libraries()
+        configure_tensorflow()  # threads and GPU memory growth, before any model is built
+        try:
+            run_search(spec, options, echo=_echo)
+        except WorkerStopped as exc:
+            _echo(f"[{worker}] stopped by {exc.signal_name}; run a worker again to resume")
+    return 0
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    from search.runner import SearchOptions
+    from search.workers import run_workers
+
+    options = SearchOptions(
+        trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        data_dir=args.data_dir,
+        offline=args.offline,
+    )
+    _quiet_libraries()
+    return run_workers(args.study, args.n, options, echo=_echo)
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    from search.storage import copy_study, mask_url, resolve_storage_url
+
+    source = resolve_storage_url(args.from_url)
+    count = copy_study(args.study, source, args.to_url)
+    _echo(
+        f"copied study {args.study}: {count} trials from {mask_url(source)} "
+        f"to {mask_url(args.to_url)}"
+    )
     return 0
 
 
@@ -130,6 +190,59 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check study files without running anything")
     validate.add_argument("studies", nargs="*", help="names or paths (default: every study)")
     validate.set_defaults(func=cmd_validate)
+
+    worker = sub.add_parser(
+        "worker", help="run trials of a study as one of many workers (on any host)"
+    )
+    worker.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    worker.add_argument(
+        "--trials", type=_positive_int, help="finished trials the study should have in all"
+    )
+    worker.add_argument(
+        "--timeout", type=_positive_float, help="stop starting trials after S seconds"
+    )
+    worker.add_argument("--storage", help=storage_help)
+    worker.add_argument("--worker-id", help="name in logs and on trials (default: host-pid)")
+    worker.add_argument(
+        "--data-dir", type=Path, help="folder with local data copies (default: $CAPSEARCH_DATA)"
+    )
+    worker.add_argument("--offline", action="store_true", help="never download data")
+    worker.add_argument(
+        "--no-summary",
+        action="store_true",
+        help="skip the test evaluation and the summary (set by the workers command)",
+    )
+    worker.set_defaults(func=cmd_worker)
+
+    workers = sub.add_parser(
+        "workers", help="create a study, then run N worker processes on it on this host"
+    )
+    workers.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    workers.add_argument(
+        "-n", "--workers", dest="n", type=_positive_int, default=2, help="worker processes"
+    )
+    workers.add_argument(
+        "--trials", type=_positive_int, help="finished trials the study should have in all"
+    )
+    workers.add_argument(
+        "--timeout", type=_positive_float, help="each worker stops starting trials after S s"
+    )
+    workers.add_argument("--storage", help=storage_help)
+    workers.add_argument(
+        "--data-dir", type=Path, help="folder with local data copies (default: $CAPSEARCH_DATA)"
+    )
+    workers.add_argument("--offline", action="store_true", help="never download data")
+    workers.set_defaults(func=cmd_workers)
+
+    copy = sub.add_parser("copy", help="copy a study with all its trials to another storage")
+    copy.add_argument("study", help="study name")
+    copy.add_argument(
+        "--from",
+        dest="from_url",
+        help="source storage URL (default: $CAPSEARCH_STORAGE, else sqlite:///storage/studies.db)",
+    )
+    copy.add_argument("--to", dest="to_url", required=True, help="destination storage URL")
+    copy.set_defaults(func=cmd_copy)
     return parser
 
 
@@ -141,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FatalError as exc:
         print(f"capsearch: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except SearchError as exc:  # e.g. trials that keep failing: stored, but no progress
+        print(f"capsearch: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(
             "capsearch: interrupted; finished trials are stored, run again to resume",

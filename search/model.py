@@ -93,11 +93,19 @@ def build_model(
     model.compile(
         optimizer=make_optimizer(params.get("optimizer", "adam"), params["learning_rate"]),
         loss=loss_name(task),
-        metrics=["accuracy"] if task != "regression" else None,
+        metrics=_metrics(task),
         steps_per_execution=steps_per_execution,
         jit_compile=False,
     )
     return model
+
+
+def _metrics(task: Task) -> list[Any]:
+    """``data_loss``: the loss without the L2 penalty, averaged over an epoch's batches."""
+    import keras
+
+    data_loss = keras.metrics.MeanMetricWrapper(keras.losses.get(loss_name(task)), name="data_loss")
+    return [data_loss, "accuracy"] if task != "regression" else [data_loss]
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:

@@ -24,6 +24,7 @@ from search.model import build_model
 from search.training import EpochRecord, History, PreparedData, steps_per_execution
 
 if TYPE_CHECKING:
+    from search.data import Dataset
     from search.studyfile import StudySpec
 
 
@@ -79,6 +80,15 @@ def summarize_history(history: History, objective: str) -> dict[str, Any]:
     return {k: _json_float(v) for k, v in out.items()}
 
 
+def measures_train_exactly(spec: StudySpec, dataset: Dataset) -> bool:
+    """Memorize studies minimize the exact training loss; generalize ones only show it.
+
+    Measuring it costs a forward pass over the training set each epoch, so generalize studies
+    record Keras' running training data loss instead (see :mod:`search.training`).
+    """
+    return spec.objective == "memorize" or not dataset.has_validation
+
+
 def train_params(
     spec: StudySpec,
     data: PreparedData,
@@ -115,6 +125,7 @@ def train_params(
         seed=seed,
         callbacks=callbacks or [],
         history=history,
+        measure_train=measures_train_exactly(spec, dataset),
     )
     wall = time.perf_counter() - start
     return TrainingRun(dict(params), seed, history, model.count_params(), wall, model)
@@ -141,6 +152,8 @@ class Objective:
         params = self.suggest(trial)
         seed = self.spec.training.seed + trial.number
         is_baseline = "baseline" in trial.user_attrs
+        exact = measures_train_exactly(self.spec, self.data.dataset)
+        trial.set_user_attr("train_loss_kind", "inference" if exact else "running")
         history = History()
         callbacks = self._callbacks(trial, prune=not is_baseline)
         # Free the previous trial's graphs and weights so memory stays flat over many trials.

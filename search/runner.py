@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.storage import mask_url, open_storage, resolve_storage_url
+from search.storage import mask_url, resolve_storage_url
 from search.summary import format_trial_line
 
 if TYPE_CHECKING:
     from search.studyfile import StudySpec
     from search.training import PreparedData
+    from search.workers import StopSignals
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Echo = Callable[[str], None]
@@ -43,6 +44,14 @@ class SearchOptions:
     seed_offset: int = 0
     evaluate_test: bool = True
     extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = field(default_factory=list)
+    # Many workers, one study (search.workers): heartbeats of running trials, re-queues of the
+    # trials of dead or stopped workers, and when to give up on trials that keep failing.
+    heartbeat_interval: int | None = None  # None: $CAPSEARCH_HEARTBEAT, else 10 s
+    grace_period: int | None = None  # None: $CAPSEARCH_GRACE, else 3 heartbeats
+    max_retry: int | None = None  # None: $CAPSEARCH_MAX_RETRY, else 3
+    max_failures: int = 10  # failed trials in a row after which the worker stops
+    summary: bool = True  # print the end-of-search summary (the children of `workers` do not)
+    signals: StopSignals | None = None  # SIGINT/SIGTERM handling installed by the caller
 
 
 def data_context(spec: StudySpec, options: SearchOptions) -> Any:
@@ -166,7 +175,14 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
     """Create or resume ``spec``'s study and run trials until its budget is reached.
 
     ``trials`` is the number of finished (complete or pruned) trials the study should have in all,
-    so re-running the same command resumes an interrupted study and stops when it is done.
+    so re-running the same command resumes an interrupted study and stops when it is done. The
+    trials run in :func:`search.workers.run_trials`, the loop every worker shares: one budget for
+    all processes on the study, heartbeats, re-queues of dead workers' trials.
+
+    Raises:
+        WorkerStopped: SIGINT or SIGTERM stopped the search (the running trial was failed and
+            re-queued); a ``KeyboardInterrupt``.
+        TrialsKeepFailing: ``max_failures`` trials in a row failed.
 
     Example:
         >>> study = run_search(load_study("overfit30_memorize"), SearchOptions(trials=5))
@@ -174,11 +190,23 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
     """
     from search.objective import Objective
     from search.summary import print_summary
+    from search.workers import (
+        TrialsKeepFailing,
+        WorkerStopped,
+        liveness_settings,
+        open_worker_storage,
+        run_trials,
+        study_lock,
+    )
 
     url = resolve_storage_url(options.storage)
-    storage = open_storage(url)
+    liveness = liveness_settings(
+        options.heartbeat_interval, options.grace_period, options.max_retry
+    )
+    storage = open_worker_storage(url, liveness)
     data = prepare_data(spec, options)
-    study, created = open_study(spec, storage, options.seed_offset)
+    with study_lock(storage, spec.name):  # workers starting together create it once
+        study, created = open_study(spec, storage, options.seed_offset)
     target = options.trials or spec.trials
     done = count_finished(study)
     prefix = f"[{options.worker}] " if options.worker else ""
@@ -193,25 +221,35 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
         def report(study: optuna.Study, trial: FrozenTrial) -> None:
             echo(prefix + format_trial_line(trial, spec))
 
-        study.optimize(
+        result = run_trials(
+            study,
             Objective(spec, data),
-            n_trials=target - done,
+            target=target,
             timeout=options.timeout if options.timeout is not None else spec.timeout,
-            callbacks=[
-                optuna.study.MaxTrialsCallback(target, states=FINISHED),
-                report,
-                *options.extra_callbacks,
-            ],
-            catch=(Exception,),
-            gc_after_trial=True,
+            worker=options.worker,
+            echo=echo,
+            callbacks=[report, *options.extra_callbacks],
+            liveness=liveness,
+            max_failures=options.max_failures,
+            signals=options.signals,
         )
         elapsed = time.perf_counter() - timer
-        echo(f"{prefix}{count_finished(study)} finished trials after {elapsed:.1f} s")
+        echo(
+            f"{prefix}{count_finished(study)} finished trials after {elapsed:.1f} s "
+            f"({result.describe()})"
+        )
+        if result.signal_name is not None:
+            raise WorkerStopped(result.signal_name)
+        if result.reason == "failures":
+            raise TrialsKeepFailing(
+                f"{options.max_failures} trials in a row failed; see the reasons above"
+            )
     else:
         echo(f"{prefix}target reached; pass a larger --trials (TRIALS=) to continue the search")
     if options.evaluate_test:
         evaluate_best_on_test(spec, data, study, echo)
-    print_summary(study, spec, echo)
+    if options.summary:
+        print_summary(study, spec, echo)
     return study
 
 

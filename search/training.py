@@ -8,8 +8,11 @@ An *epoch* is one pass over the training rows, or, when the study sets ``steps_p
 many optimizer steps (the data repeated): 21 points trained full-batch for 20,000 steps become 200
 epochs of 100 steps, each one a single compiled call and one report to the pruner.
 
-After each epoch :class:`EpochEvaluator` computes the loss of the whole training set and of the
-validation set in inference mode (no dropout, no L2 penalty), which is what the objectives compare.
+After each epoch :class:`EpochEvaluator` computes the validation loss in inference mode (no
+dropout, no L2 penalty). The training loss is measured the same way over the whole training set
+when ``measure_train`` is set (memorize studies, whose objective it is); otherwise it is the
+epoch's running data loss as Keras reports it (dropout on, averaged over the batches, no L2
+penalty), which costs nothing extra.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ class PreparedData:
         callbacks: Sequence[keras.callbacks.Callback] = (),
         on_epoch: Callable[[EpochRecord], None] | None = None,
         history: History | None = None,
+        measure_train: bool = True,
     ) -> History:
         """Train ``model`` and evaluate it after every epoch.
 
@@ -154,6 +158,8 @@ class PreparedData:
             callbacks: Extra Keras callbacks, run after the evaluation has written
                 ``train_loss``/``val_loss`` (inference mode) into the epoch logs.
             on_epoch: Called with each epoch's record, before ``callbacks``.
+            measure_train: Measure the training loss over the whole training set in inference
+                mode after every epoch; when false, record Keras' running training data loss.
             history: Filled epoch by epoch (so a caller keeps the records of a run that a
                 callback interrupts, e.g. a pruned trial); a new one by default.
 
@@ -162,7 +168,7 @@ class PreparedData:
         """
         steps = self.steps_per_epoch(batch_size, steps_per_epoch)
         history = history if history is not None else History()
-        evaluator = EpochEvaluator(self, model, history, on_epoch)
+        evaluator = EpochEvaluator(self, model, history, on_epoch, measure_train=measure_train)
         model.fit(
             self.train_dataset(batch_size, seed),
             epochs=epochs,
@@ -204,8 +210,11 @@ class EpochEvaluator(keras.callbacks.Callback):
         model: keras.Model,
         history: History,
         on_epoch: Callable[[EpochRecord], None] | None,
+        *,
+        measure_train: bool = True,
     ) -> None:
         super().__init__()
+        self._measure_train = measure_train
         self._data = data
         self._history = history
         self._on_epoch = on_epoch
@@ -238,16 +247,20 @@ class EpochEvaluator(keras.callbacks.Callback):
         return loss_total / n, (hit_total / n if self._classify else None)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        train_loss, train_acc = self.measure("train")
+        logs = logs if logs is not None else {}
+        if self._measure_train:
+            train_loss, train_acc = self.measure("train")
+        else:
+            train_loss, train_acc = float(logs["data_loss"]), logs.get("accuracy")
         val_loss = val_acc = None
         if "val" in self._data.splits:
             val_loss, val_acc = self.measure("val")
+        train_acc = float(train_acc) if train_acc is not None else None
         record = EpochRecord(epoch, train_loss, val_loss, train_acc, val_acc)
         self._history.records.append(record)
-        if logs is not None:
-            logs.update({"train_loss": train_loss, "val_loss": val_loss})
-            if train_acc is not None:
-                logs.update({"train_accuracy": train_acc, "val_accuracy": val_acc})
+        logs.update({"train_loss": train_loss, "val_loss": val_loss})
+        if train_acc is not None:
+            logs.update({"train_accuracy": float(train_acc), "val_accuracy": val_acc})
         if self._on_epoch is not None:
             self._on_epoch(record)
 
