@@ -71,9 +71,11 @@ def data_context(spec: StudySpec, options: SearchOptions) -> Any:
 def prepare_data(spec: StudySpec, options: SearchOptions) -> PreparedData:
     """Load the study's data set (from cache when possible) and turn it into tensors once."""
     from search.data import load_dataset
-    from search.training import PreparedData
 
     dataset = load_dataset(spec.data.source, spec.data.options, data_context(spec, options))
+    # TensorFlow is imported only now, so bad input above fails fast and quietly.
+    from search.training import PreparedData
+
     return PreparedData(dataset)
 
 
@@ -188,7 +190,6 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
         >>> study = run_search(load_study("overfit30_memorize"), SearchOptions(trials=5))
         ... # doctest: +SKIP
     """
-    from search.objective import Objective
     from search.summary import print_summary
     from search.workers import (
         TrialsKeepFailing,
@@ -205,6 +206,8 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
     )
     storage = open_worker_storage(url, liveness)
     data = prepare_data(spec, options)
+    from search.objective import Objective  # TensorFlow: only once the input is known good
+
     with study_lock(storage, spec.name):  # workers starting together create it once
         study, created = open_study(spec, storage, options.seed_offset)
     target = options.trials or spec.trials
