@@ -61,6 +61,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from search.dashboard import serve_dashboard
+
+    serve_dashboard(args.storage, host=args.host, port=args.port)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from search.studyfile import known_studies, load_study
 
@@ -186,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--storage", help=storage_help)
     show.add_argument("--top", type=_positive_int, default=10, help="how many trials (default 10)")
     show.set_defaults(func=cmd_show)
+
+    dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage")
+    dashboard.add_argument("--storage", help=storage_help)
+    dashboard.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
+    dashboard.set_defaults(func=cmd_dashboard)
 
     validate = sub.add_parser("validate", help="check study files without running anything")
     validate.add_argument("studies", nargs="*", help="names or paths (default: every study)")
