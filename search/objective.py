@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from search.studyfile import StudySpec
 
 
+MAX_PLOTTED_POINTS = 1000
+
+
 @dataclass
 class TrainingRun:
     """What training one parameter set produced."""
@@ -171,6 +174,7 @@ class Objective:
         for key, value in run.attributes(self.spec.objective).items():
             trial.set_user_attr(key, value)
         self._record_reference(trial, run)
+        self._record_predictions(trial, run)
         value = min(_finite_or_inf(getattr(r, self.monitor)) for r in run.history.records)
         del run
         if not math.isfinite(value):
@@ -190,6 +194,29 @@ class Objective:
         else:
             callbacks.append(_Reporter(trial, self.monitor))
         return callbacks
+
+    def _record_predictions(self, trial: optuna.Trial, run: TrainingRun) -> None:
+        """For one-input regression, keep the fit itself (seed 000's figures): ``predictions``.
+
+        Holds the inputs as the model saw them, the targets and the model's predictions (at most
+        :data:`MAX_PLOTTED_POINTS` evenly spaced rows per split), for plots and the dashboard.
+        """
+        dataset = self.data.dataset
+        if dataset.task != "regression" or dataset.n_features != 1 or dataset.is_sparse:
+            return
+        out: dict[str, list[float]] = {}
+        for split in ("train", "val"):
+            x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+            if x is None or y is None or len(x) == 0:
+                continue
+            rows = np.unique(
+                np.linspace(0, len(x) - 1, min(len(x), MAX_PLOTTED_POINTS)).astype(int)
+            )
+            pred = run.model.predict(x[rows], verbose=0, batch_size=4096)
+            out[f"x_{split}"] = [float(v) for v in np.ravel(x[rows])]
+            out[f"y_{split}"] = [float(v) for v in np.ravel(y[rows])]
+            out[f"pred_{split}"] = [float(v) for v in np.ravel(pred)]
+        trial.set_user_attr("predictions", out)
 
     def _record_reference(self, trial: optuna.Trial, run: TrainingRun) -> None:
         """For linear models with a known least-squares answer, record the coefficient error."""

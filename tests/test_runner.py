@@ -82,6 +82,9 @@ def test_memorize_run_records_every_attribute(tmp_path: Path, storage_url: str) 
         gap = trial.user_attrs["val_loss_final"] - trial.user_attrs["train_loss_final"]
         assert trial.user_attrs["gap"] == pytest.approx(gap)
         assert trial.intermediate_values  # per-epoch reports reached Optuna
+        fit = trial.user_attrs["predictions"]  # one-input regression keeps its fit for plots
+        assert len(fit["x_train"]) == len(fit["pred_train"]) == 21
+        assert len(fit["x_val"]) == 9
     assert study.user_attrs["objective"] == "memorize"
     assert set(study.user_attrs["versions"]) >= {"tensorflow", "keras", "optuna", "numpy"}
     assert study.user_attrs["study_file"].endswith("tiny_memorize.toml")
