@@ -10,6 +10,8 @@ N ?= 2
 PORT ?= 8080
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
+OUT ?=
+BENCH_ARGS ?=
 
 # Offline copies of the data sets, when this checkout sits beside them (never required).
 ifneq ($(wildcard ../shared/data),)
@@ -19,7 +21,7 @@ endif
 opt = $(if $(2),$(1) $(2))
 STORAGE_OPT = $(call opt,--storage,$(STORAGE))
 
-.PHONY: install search list show validate dashboard workers test lint format bench clean-venv
+.PHONY: install search list show validate dashboard report workers test lint format bench clean-venv
 
 install: $(VENV)/.installed
 
@@ -46,6 +48,10 @@ validate: install
 dashboard: install
 	$(BIN)/capsearch dashboard $(STORAGE_OPT) --host $(HOST) --port $(PORT)
 
+report: install
+	@if [ -z "$(STUDY)" ]; then echo "usage: make report STUDY=<name> [STORAGE=url] [OUT=dir]"; exit 2; fi
+	$(BIN)/capsearch report $(STUDY) $(STORAGE_OPT) $(call opt,--out,$(OUT))
+
 workers: install
 	$(BIN)/capsearch workers $(STUDY) -n $(N) $(call opt,--trials,$(TRIALS)) $(call opt,--timeout,$(TIMEOUT)) $(STORAGE_OPT)
 
@@ -63,3 +69,6 @@ format: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+bench: install
+	$(BIN)/python -m benchmarks.bench_training $(BENCH_ARGS)

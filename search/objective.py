@@ -21,7 +21,13 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from search.model import build_model
-from search.training import EpochRecord, History, PreparedData, steps_per_execution
+from search.training import (
+    EpochRecord,
+    History,
+    PreparedData,
+    steps_per_execution,
+    wants_sparse_input,
+)
 
 if TYPE_CHECKING:
     from search.data import Dataset
@@ -65,6 +71,8 @@ def summarize_history(history: History, objective: str) -> dict[str, Any]:
         "train_loss_final": last.train_loss,
         "train_loss_best": min(_finite_or_inf(r.train_loss) for r in records),
         "train_curve": _clean(history.curve("train_loss")),
+        "train_seconds": round(sum(r.train_seconds for r in records), 3),
+        "eval_seconds": round(sum(r.eval_seconds for r in records), 3),
     }
     if last.val_loss is not None:
         out |= {
@@ -87,9 +95,10 @@ def measures_train_exactly(spec: StudySpec, dataset: Dataset) -> bool:
     """Memorize studies minimize the exact training loss; generalize ones only show it.
 
     Measuring it costs a forward pass over the training set each epoch, so generalize studies
-    record Keras' running training data loss instead (see :mod:`search.training`).
+    record Keras' running training data loss instead (see :mod:`search.training`). Hypermodel
+    studies always measure it: their models have no ``data_loss`` metric to read.
     """
-    return spec.objective == "memorize" or not dataset.has_validation
+    return spec.objective == "memorize" or not dataset.has_validation or spec.hypermodel is not None
 
 
 def train_params(
@@ -114,7 +123,7 @@ def train_params(
         n_features=dataset.n_features,
         task=dataset.task,
         n_classes=dataset.n_classes,
-        sparse=dataset.is_sparse,
+        sparse=wants_sparse_input(dataset, params),
         seed=seed,
         steps_per_execution=steps_per_execution(steps),
     )
@@ -151,8 +160,21 @@ class Objective:
         """Sample every hyperparameter of the space (fixed ones are filled in)."""
         return {name: param.suggest(trial, name) for name, param in self.spec.space.items()}
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def train(
+        self,
+        trial: optuna.Trial,
+        *,
+        seed: int,
+        callbacks: list[keras.callbacks.Callback],
+        history: History,
+    ) -> TrainingRun:
+        """Sample the trial's parameters and train them (a subclass trains another family)."""
         params = self.suggest(trial)
+        return train_params(
+            self.spec, self.data, params, seed=seed, callbacks=callbacks, history=history
+        )
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         seed = self.spec.training.seed + trial.number
         is_baseline = "baseline" in trial.user_attrs
         exact = measures_train_exactly(self.spec, self.data.dataset)
@@ -163,9 +185,7 @@ class Objective:
         keras.backend.clear_session()
         gc.collect()
         try:
-            run = train_params(
-                self.spec, self.data, params, seed=seed, callbacks=callbacks, history=history
-            )
+            run = self.train(trial, seed=seed, callbacks=callbacks, history=history)
         except optuna.TrialPruned:
             for key, value in summarize_history(history, self.spec.objective).items():
                 trial.set_user_attr(key, value)
@@ -176,9 +196,12 @@ class Objective:
         self._record_reference(trial, run)
         self._record_predictions(trial, run)
         value = min(_finite_or_inf(getattr(r, self.monitor)) for r in run.history.records)
+        param_count = float(run.param_count)
         del run
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"{self.monitor} was never finite")
+        if self.spec.multi_objective:  # [multi_objective] param_count = true: (loss, size)
+            return value, param_count
         return value
 
     def _callbacks(self, trial: optuna.Trial, *, prune: bool) -> list[keras.callbacks.Callback]:
@@ -189,6 +212,8 @@ class Objective:
                     monitor=self.monitor, patience=self.spec.training.patience, mode="min"
                 )
             )
+        if self.spec.multi_objective:
+            return callbacks  # Optuna has no report() or pruning for multi-objective studies
         if prune:
             callbacks.append(KerasPruningCallback(trial, self.monitor))
         else:
@@ -221,7 +246,7 @@ class Objective:
     def _record_reference(self, trial: optuna.Trial, run: TrainingRun) -> None:
         """For linear models with a known least-squares answer, record the coefficient error."""
         reference = self.data.dataset.reference
-        if "lstsq_coefficients" not in reference or int(run.params["layers"]) != 0:
+        if "lstsq_coefficients" not in reference or run.params.get("layers") != 0:
             return
         kernel, bias = run.model.get_layer("output").get_weights()
         learned = np.concatenate([kernel.ravel(), bias.ravel()])

@@ -18,7 +18,8 @@ penalty), which costs nothing extra.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,10 @@ if TYPE_CHECKING:
     from search.data import Dataset, Features
 
 _EVAL_BATCH = 8192
+_DENSE_EVAL_BATCH = 1024  # 1024 x 10,000 floats = 40 MB per densified batch
+# First-layer width from which a multi-hot input is densified per batch: a dense matmul then
+# beats TensorFlow's CPU sparse matmul (see BENCHMARKS.md, P2).
+DENSE_INPUT_FROM_UNITS = 256
 _MAX_STEPS_PER_EXECUTION = 100
 
 
@@ -44,6 +49,8 @@ class EpochRecord:
     val_loss: float | None
     train_accuracy: float | None = None
     val_accuracy: float | None = None
+    train_seconds: float = 0.0  # the epoch's optimizer steps
+    eval_seconds: float = 0.0  # the measurement after it
 
 
 @dataclass
@@ -77,7 +84,8 @@ class _Split:
         else:
             self.x = tf.constant(np.asarray(x, dtype=np.float32))
 
-    def gather(self, rows: tf.Tensor) -> tuple[Any, tf.Tensor]:
+    def gather(self, rows: tf.Tensor, dense: bool = False) -> tuple[Any, tf.Tensor]:
+        """The rows' features (sparse stays sparse unless ``dense``) and targets."""
         if not self.sparse:
             return tf.gather(self.x, rows), tf.gather(self.y, rows)
         cols = tf.gather(self.cols, rows)
@@ -86,10 +94,12 @@ class _Split:
         shape = tf.stack(
             [tf.shape(rows, out_type=tf.int64)[0], tf.constant(self.n_features, tf.int64)]
         )
-        return tf.SparseTensor(index, vals, shape), tf.gather(self.y, rows)
+        x = tf.SparseTensor(index, vals, shape)
+        return (tf.sparse.to_dense(x) if dense else x), tf.gather(self.y, rows)
 
-    def batches(self, batch_size: int) -> tf.data.Dataset:
-        return tf.data.Dataset.range(self.n).batch(batch_size).map(self.gather)
+    def batches(self, batch_size: int, dense: bool = False) -> tf.data.Dataset:
+        rows = tf.data.Dataset.range(self.n).batch(batch_size)
+        return rows.map(lambda r: self.gather(r, dense))
 
 
 class PreparedData:
@@ -117,21 +127,28 @@ class PreparedData:
         """Optimizer steps in one epoch: the study's setting, else one pass over the rows."""
         return steps_per_epoch or math.ceil(self.n_train / batch_size)
 
-    def train_dataset(self, batch_size: int, seed: int) -> tf.data.Dataset:
-        """Endless shuffled training batches; full-batch data is one cached tensor repeated."""
+    def train_dataset(self, batch_size: int, seed: int, dense: bool = False) -> tf.data.Dataset:
+        """Endless shuffled training batches; full-batch data is one cached tensor repeated.
+
+        ``dense`` densifies multi-hot batches one at a time (never the whole matrix).
+        """
         train = self.splits["train"]
-        if batch_size >= train.n:
+        if batch_size >= train.n and not (dense and train.sparse):
             whole = train.gather(tf.range(train.n, dtype=tf.int64))
             return tf.data.Dataset.from_tensors(whole).repeat()
         rows = tf.data.Dataset.range(train.n).shuffle(
             train.n, seed=seed, reshuffle_each_iteration=True
         )
-        return rows.batch(batch_size).map(train.gather).repeat().prefetch(tf.data.AUTOTUNE)
+        batches = rows.batch(batch_size).map(lambda r: train.gather(r, dense))
+        return batches.repeat().prefetch(tf.data.AUTOTUNE)
 
-    def eval_batches(self, split: str) -> list[tuple[Any, Any]]:
-        """The split in large batches, built once and reused by every evaluation."""
+    def eval_batches(self, split: str, dense: bool = False) -> Iterable[tuple[Any, Any]]:
+        """The split in large batches: built once and kept, or densified anew when ``dense``."""
+        data = self.splits[split]
+        if dense and data.sparse:
+            return data.batches(_DENSE_EVAL_BATCH, dense=True)
         if split not in self._eval_cache:
-            self._eval_cache[split] = list(self.splits[split].batches(_EVAL_BATCH))
+            self._eval_cache[split] = list(data.batches(_EVAL_BATCH))
         return self._eval_cache[split]
 
     def fit(
@@ -167,10 +184,11 @@ class PreparedData:
             The per-epoch records (shorter than ``epochs`` when a callback stopped training).
         """
         steps = self.steps_per_epoch(batch_size, steps_per_epoch)
+        dense = self.dataset.is_sparse and not takes_sparse_input(model)
         history = history if history is not None else History()
         evaluator = EpochEvaluator(self, model, history, on_epoch, measure_train=measure_train)
         model.fit(
-            self.train_dataset(batch_size, seed),
+            self.train_dataset(batch_size, seed, dense=dense),
             epochs=epochs,
             steps_per_epoch=steps,
             callbacks=[evaluator, *callbacks],
@@ -182,6 +200,19 @@ class PreparedData:
     def evaluate(self, model: keras.Model, split: str) -> tuple[float, float | None]:
         """Mean loss (no regularization penalty) and accuracy of ``model`` on a split."""
         return EpochEvaluator(self, model, History(), None).measure(split)
+
+
+def takes_sparse_input(model: keras.Model) -> bool:
+    """Whether the model was built with ``keras.Input(sparse=True)``."""
+    return bool(getattr(model.inputs[0], "sparse", False))
+
+
+def wants_sparse_input(dataset: Dataset, params: Mapping[str, Any]) -> bool:
+    """Multi-hot data feeds a sparse input, unless the first layer is wide enough that a
+    densified batch and a dense matmul are faster (:data:`DENSE_INPUT_FROM_UNITS`)."""
+    if not dataset.is_sparse:
+        return False
+    return int(params["layers"]) == 0 or int(params["units"]) < DENSE_INPUT_FROM_UNITS
 
 
 def steps_per_execution(steps_per_epoch: int, cap: int = _MAX_STEPS_PER_EXECUTION) -> int:
@@ -215,6 +246,7 @@ class EpochEvaluator(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         self._measure_train = measure_train
+        self._epoch_start = time.perf_counter()
         self._data = data
         self._history = history
         self._on_epoch = on_epoch
@@ -236,17 +268,23 @@ class EpochEvaluator(keras.callbacks.Callback):
 
         self._batch_stats = batch_stats
         self._classify = classify
+        self._dense = data.dataset.is_sparse and not takes_sparse_input(model)
 
     def measure(self, split: str) -> tuple[float, float | None]:
         n = self._data.splits[split].n
         loss_total, hit_total = 0.0, 0.0
-        for x, y in self._data.eval_batches(split):
+        for x, y in self._data.eval_batches(split, dense=self._dense):
             loss_sum, hits = self._batch_stats(x, y)
             loss_total += float(loss_sum)
             hit_total += float(hits)
         return loss_total / n, (hit_total / n if self._classify else None)
 
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        eval_start = time.perf_counter()
+        train_seconds = eval_start - self._epoch_start
         logs = logs if logs is not None else {}
         if self._measure_train:
             train_loss, train_acc = self.measure("train")
@@ -256,7 +294,10 @@ class EpochEvaluator(keras.callbacks.Callback):
         if "val" in self._data.splits:
             val_loss, val_acc = self.measure("val")
         train_acc = float(train_acc) if train_acc is not None else None
-        record = EpochRecord(epoch, train_loss, val_loss, train_acc, val_acc)
+        eval_seconds = time.perf_counter() - eval_start
+        record = EpochRecord(
+            epoch, train_loss, val_loss, train_acc, val_acc, train_seconds, eval_seconds
+        )
         self._history.records.append(record)
         logs.update({"train_loss": train_loss, "val_loss": val_loss})
         if train_acc is not None:

@@ -149,3 +149,20 @@ def test_training_batches_cover_every_row_each_epoch() -> None:
     batches = iter(data.train_dataset(batch_size=4, seed=0))
     seen = np.concatenate([next(batches)[1].numpy().ravel() for _ in range(3)])
     assert sorted(seen) == sorted(dataset.y_train.ravel())
+
+
+def test_wide_first_layers_get_densified_batches_with_the_same_loss() -> None:
+    from search.training import DENSE_INPUT_FROM_UNITS, wants_sparse_input
+
+    dataset = _multi_hot()
+    wide = PARAMS | {"units": DENSE_INPUT_FROM_UNITS}
+    assert wants_sparse_input(dataset, PARAMS)
+    assert not wants_sparse_input(dataset, wide)
+    assert wants_sparse_input(dataset, wide | {"layers": 0})
+    sparse_model = build_model(wide, n_features=200, task="binary", sparse=True, seed=4)
+    dense_model = build_model(wide, n_features=200, task="binary", sparse=False, seed=4)
+    dense_model.set_weights(sparse_model.get_weights())
+    data = PreparedData(dataset)
+    assert data.evaluate(dense_model, "val") == pytest.approx(data.evaluate(sparse_model, "val"))
+    history = data.fit(dense_model, batch_size=64, epochs=2)
+    assert len(history.records) == 2 and np.isfinite(history.records[-1].train_loss)

@@ -1,0 +1,294 @@
+"""``make bench``: training-speed figures measured side by side in one run, into BENCHMARKS.md.
+
+Each figure is a ratio against a naive baseline measured in the same run on the same machine:
+
+* P1 tiny data: optimizer steps per second, seed 000 style ``model.fit(..., epochs=E,
+  batch_size=21)`` versus this service's repeated-data path.
+* P2 IMDB: seconds per epoch, the book's dense multi-hot pipeline versus this service's sparse
+  pipeline, at widths 16 and 512, with the validation accuracy of both after 4 epochs.
+* P3 per-trial overhead: the share of an IMDB trial's wall time spent outside the epochs'
+  optimizer steps, and the worker's resident memory after 1 and after N trials.
+* P4 search efficiency (``--search-budget``; 0 skips it): this service versus KerasTuner's
+  Hyperband and versus Optuna without pruning, same space, data and wall-clock budget.
+
+Usage: ``python -m benchmarks.bench_training [--quick] [--search-budget S] [--out FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import psutil  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from search.data import DataContext, load_dataset  # noqa: E402
+from search.model import build_model  # noqa: E402
+from search.training import PreparedData  # noqa: E402
+
+BOOK = {
+    "layers": 2,
+    "units": 16,
+    "activation": "relu",
+    "l2": 0.0,
+    "dropout": 0.0,
+    "learning_rate": 0.001,
+    "optimizer": "rmsprop",
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB; Python {platform.python_version()}, "
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
+    )
+
+
+def context() -> DataContext:
+    data_dir = os.environ.get("CAPSEARCH_DATA")
+    shared = ROOT.parent / "shared" / "data"
+    return DataContext(
+        data_dir=Path(data_dir) if data_dir else (shared if shared.is_dir() else None),
+        cache_dir=Path(os.environ.get("CAPSEARCH_CACHE", ROOT / "storage" / "cache")),
+        base_dir=ROOT / "spaces",
+        offline=True,
+    )
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+# -- P1 ------------------------------------------------------------------------------------------
+
+
+def p1_tiny(quick: bool) -> dict[str, Any]:
+    dataset = load_dataset("overfit30", {}, context())
+    x, y = dataset.x_train, dataset.y_train
+    params = BOOK | {"units": 32, "optimizer": "adam"}
+    naive_epochs = 100 if quick else 300
+    steps = 2000 if quick else 6000
+
+    model = build_model(params, n_features=1, task="regression", seed=0)
+    model.fit(x, y, epochs=2, batch_size=21, verbose=0)  # warm-up: compile once
+    naive_time, _ = timed(lambda: model.fit(x, y, epochs=naive_epochs, batch_size=21, verbose=0))
+
+    data = PreparedData(dataset)
+    fast = build_model(params, n_features=1, task="regression", seed=0, steps_per_execution=100)
+    data.fit(fast, batch_size=21, epochs=1, steps_per_epoch=100)  # warm-up
+    fast_time, _ = timed(
+        lambda: data.fit(fast, batch_size=21, epochs=steps // 500, steps_per_epoch=500)
+    )
+    naive_rate, fast_rate = naive_epochs / naive_time, steps / fast_time
+    return {
+        "naive_steps_per_s": naive_rate,
+        "fast_steps_per_s": fast_rate,
+        "ratio": fast_rate / naive_rate,
+        "goal": 30.0,
+    }
+
+
+# -- P2 ------------------------------------------------------------------------------------------
+
+
+def p2_imdb(quick: bool) -> list[dict[str, Any]]:
+    dataset = load_dataset("imdb", {}, context())
+    epochs = 2 if quick else 4
+    rows = []
+    x_dense = dataset.x_train.toarray()  # the book's 15,000 x 10,000 float matrix
+    x_val_dense = dataset.x_val.toarray()
+    data = PreparedData(dataset)
+    for units in (16, 512):
+        params = BOOK | {"units": units}
+        keras.backend.clear_session()
+        book = build_model(params, n_features=dataset.n_features, task="binary", seed=0)
+        book_time, history = timed(
+            lambda book=book: book.fit(
+                x_dense,
+                dataset.y_train,
+                epochs=epochs,
+                batch_size=512,
+                validation_data=(x_val_dense, dataset.y_val),
+                verbose=0,
+            )
+        )
+        book_acc = float(history.history["val_accuracy"][-1])
+        keras.backend.clear_session()
+        fast = build_model(
+            params, n_features=dataset.n_features, task="binary", sparse=True, seed=0
+        )
+        fast_time, fast_history = timed(
+            lambda fast=fast: data.fit(fast, batch_size=512, epochs=epochs, measure_train=False)
+        )
+        rows.append(
+            {
+                "units": units,
+                "book_s_per_epoch": book_time / epochs,
+                "fast_s_per_epoch": fast_time / epochs,
+                "ratio": book_time / fast_time,
+                "book_val_acc": book_acc,
+                "fast_val_acc": fast_history.records[-1].val_accuracy,
+                "goal": 4.0 if units == 16 else 2.0,
+                "epochs": epochs,
+            }
+        )
+        del book, fast
+        gc.collect()
+    return rows
+
+
+# -- P3 ------------------------------------------------------------------------------------------
+
+
+def p3_overhead(quick: bool) -> dict[str, Any]:
+    import optuna
+
+    from search.objective import Objective
+    from search.studyfile import load_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = load_study("imdb_generalize")
+    data = PreparedData(load_dataset("imdb", spec.data.options, context()))
+    objective = Objective(spec, data)
+    study = optuna.create_study(pruner=optuna.pruners.NopPruner())
+    fixed = {
+        "layers": 2,
+        "units": 16,
+        "use_l2": False,
+        "dropout": 0.5,
+        "batch_size": 512,
+        "learning_rate": 0.001,
+        "optimizer": "rmsprop",
+    }
+    process = psutil.Process()
+    n_trials = 20 if quick else 100
+    rss: dict[int, float] = {}
+    shares = []
+    for i in range(n_trials):
+        study.enqueue_trial(fixed)
+        study.optimize(objective, n_trials=1)
+        trial = study.trials[-1]
+        wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        shares.append(1 - trial.user_attrs["train_seconds"] / wall)
+        if i in (0, n_trials - 1):
+            gc.collect()
+            rss[i + 1] = process.memory_info().rss / 2**20
+    return {
+        "trials": n_trials,
+        "overhead_share_first": shares[0],
+        "overhead_share_median": float(np.median(shares[1:])) if len(shares) > 1 else shares[0],
+        "rss_after_1_mb": rss[1],
+        "rss_after_n_mb": rss[n_trials],
+        "growth_mb": rss[n_trials] - rss[1],
+        "epochs": spec.training.epochs,
+    }
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def render(results: dict[str, Any], seconds: float) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}: {results['machine']}.",
+        f"Whole run: {seconds:.0f} s. Every ratio compares two measurements of the same run.",
+        "",
+    ]
+    p1 = results.get("p1")
+    if p1:
+        lines += [
+            "## P1 tiny data (21 points, Dense 32-32, full batch)",
+            "",
+            "| path | steps/s |",
+            "| --- | --- |",
+            f"| naive `fit(epochs=E, batch_size=21)` | {p1['naive_steps_per_s']:.0f} |",
+            f"| repeated data, 500 steps per epoch | {p1['fast_steps_per_s']:.0f} |",
+            "",
+            f"Ratio **{p1['ratio']:.1f}x** (goal >= 30x: {_mark(p1['ratio'] >= 30)}).",
+            "",
+        ]
+    p2 = results.get("p2")
+    if p2:
+        lines += [
+            f"## P2 IMDB, seconds per epoch (batch 512, {p2[0]['epochs']} epochs)",
+            "",
+            "| width | book dense s/epoch | sparse s/epoch | ratio | goal | book val acc | "
+            "sparse val acc |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in p2:
+            met = _mark(row["ratio"] >= row["goal"])
+            lines.append(
+                f"| {row['units']} | {row['book_s_per_epoch']:.2f} | {row['fast_s_per_epoch']:.2f}"
+                f" | {row['ratio']:.2f}x | >= {row['goal']:.0f}x {met}"
+                f" | {row['book_val_acc']:.4f} | {row['fast_val_acc']:.4f} |"
+            )
+        lines.append("")
+    p3 = results.get("p3")
+    if p3:
+        lines += [
+            "## P3 per-trial overhead and memory (IMDB, Dense 16-16, dropout 0.5)",
+            "",
+            f"- Share of a trial's wall time outside the optimizer steps: first trial "
+            f"{p3['overhead_share_first']:.1%} (includes tracing), median of the others "
+            f"{p3['overhead_share_median']:.1%} (goal <= 5 %: "
+            f"{_mark(p3['overhead_share_median'] <= 0.05)}).",
+            f"- Resident memory after 1 trial {p3['rss_after_1_mb']:.0f} MB, after "
+            f"{p3['trials']} trials {p3['rss_after_n_mb']:.0f} MB: growth {p3['growth_mb']:.0f} MB "
+            f"(goal <= 100 MB: {_mark(p3['growth_mb'] <= 100)}).",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
+    parser.add_argument("--only", nargs="*", default=["p1", "p2", "p3"], help="figures to run")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    results: dict[str, Any] = {"machine": machine()}
+    for name, fn in (("p1", p1_tiny), ("p2", p2_imdb), ("p3", p3_overhead)):
+        if name in args.only:
+            print(f"running {name}...", flush=True)
+            results[name] = fn(args.quick)
+            print(results[name], flush=True)
+    text = render(results, time.perf_counter() - start)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
