@@ -41,7 +41,7 @@ def format_params(params: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+def trial_params(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
     """A trial's model parameters as a person reads them (``use_l2=False`` shown as ``l2=0``)."""
     out: dict[str, Any] = {}
     for key, value in trial.params.items():
@@ -62,8 +62,8 @@ def format_trial_line(trial: FrozenTrial, spec: StudySpec) -> str:
     state = trial.state.name
     if trial.state == TrialState.PRUNED:
         state += f"@{attrs.get('epochs_run', '?')}"
-    if trial.value is not None:
-        value = _number(trial.value)
+    if trial.values:
+        value = _number(trial.values[0])
     else:
         value = _number(_last(trial.intermediate_values)) if trial.intermediate_values else "-"
     seconds = attrs.get("wall_seconds")
@@ -72,6 +72,8 @@ def format_trial_line(trial: FrozenTrial, spec: StudySpec) -> str:
     extra = ""
     if "val_accuracy_at_best" in attrs:
         extra += f" val_acc={attrs['val_accuracy_at_best']:.4f}"
+    if spec.multi_objective and trial.values:
+        extra += f" param_count={_number(trial.values[1])}"
     if "baseline" in attrs:
         extra += f" [baseline {attrs['baseline']}]"
     if trial.state == TrialState.FAIL:
@@ -86,13 +88,108 @@ def format_trial_line(trial: FrozenTrial, spec: StudySpec) -> str:
     )
 
 
+def is_multi_objective(study: optuna.Study) -> bool:
+    """Whether the study has more than one objective (loss and parameter count)."""
+    return len(study.directions) > 1
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The completed trial with the lowest loss (the first objective); None if none completed.
+
+    For a single objective this is ``study.best_trial``; a multi-objective study has no single
+    best trial, so the one with the best loss is taken (see :func:`pareto_lines` for the rest).
+
+    Example:
+        >>> best_trial(study).number  # doctest: +SKIP
+        7
+    """
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not completed:
+        return None
+    if not is_multi_objective(study):
+        return study.best_trial
+    return min(completed, key=lambda t: (t.values[0], t.values[1], t.number))
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """The Pareto-optimal trials of a multi-objective study, smallest model first."""
+    if not is_multi_objective(study):
+        return []
+    return sorted(study.best_trials, key=lambda t: (t.values[1], t.values[0], t.number))
+
+
+def smallest_within(study: optuna.Study, percent: float) -> tuple[FrozenTrial, FrozenTrial] | None:
+    """The smallest completed model whose loss is within ``percent`` % of the best loss.
+
+    Returns:
+        ``(smallest, best)``, or None when no trial completed.
+
+    Example:
+        >>> small, best = smallest_within(study, 5.0)  # doctest: +SKIP
+    """
+    best = best_trial(study)
+    if best is None:
+        return None
+    limit = best.values[0] + abs(best.values[0]) * percent / 100
+    candidates = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.values[0] <= limit
+    ]
+    return min(candidates, key=lambda t: (_size_of(t), t.values[0], t.number)), best
+
+
+def pareto_lines(study: optuna.Study, percents: Sequence[float] = (1, 5, 10)) -> list[str]:
+    """The Pareto front sorted by parameter count, and the smallest model near the best loss.
+
+    Example:
+        >>> for line in pareto_lines(study): print(line)  # doctest: +SKIP
+        Pareto front (val_loss, param_count), smallest model first:
+          trial  val_loss  param_count  params
+          3      0.2894    1,234        layers=1 units=8 ...
+        smallest model within 5 % of the best loss 0.2801: trial 3 (0.2894, 1,234 parameters)
+    """
+    front = pareto_front(study)
+    if not front:
+        return []
+    names = study.metric_names or ["loss", "param_count"]
+    rows = [["trial", names[0], names[1], "params"]]
+    for trial in front:
+        rows.append(
+            [
+                str(trial.number),
+                _number(trial.values[0]),
+                f"{int(trial.values[1]):,}",
+                format_params(trial_params(trial)),
+            ]
+        )
+    lines = [f"Pareto front ({names[0]}, {names[1]}), smallest model first:"]
+    lines += ["  " + line for line in table(rows)]
+    for percent in percents:
+        found = smallest_within(study, percent)
+        if found is None:
+            continue
+        small, best = found
+        lines.append(
+            f"smallest model within {percent:g} % of the best loss {_number(best.values[0])}: "
+            f"trial {small.number} ({_number(small.values[0])}, {_size_of(small):,} parameters)"
+        )
+    return lines
+
+
+def _size_of(trial: FrozenTrial) -> int:
+    if trial.values is not None and len(trial.values) > 1:
+        return int(trial.values[1])
+    return int(trial.user_attrs.get("param_count", 0))
+
+
 def comparison_rows(study: optuna.Study) -> list[tuple[str, FrozenTrial]]:
     """The best trial, then each baseline's trial (as labelled rows)."""
     trials = study.get_trials(deepcopy=False)
     rows: list[tuple[str, FrozenTrial]] = []
-    completed = [t for t in trials if t.state == TrialState.COMPLETE]
-    if completed:
-        rows.append(("best", study.best_trial))
+    best = best_trial(study)
+    if best is not None:
+        rows.append(("best", best))
     for trial in trials:
         if "baseline" in trial.user_attrs and trial.state in (
             TrialState.COMPLETE,
@@ -110,18 +207,19 @@ def table(rows: Sequence[Sequence[str]]) -> list[str]:
 
 def comparison_table(study: optuna.Study) -> list[str]:
     """Best versus each baseline: value, losses, gap, accuracy, size and epochs."""
+    # Every loss column is taken at the trial's best epoch, so gap = val_loss - train_loss.
     header = ["", "trial", "value", "train_loss", "val_loss", "gap", "val_acc", "params", "epochs"]
     rows = [header]
     for label, trial in comparison_rows(study):
         a = trial.user_attrs
-        value = trial.value if trial.value is not None else None
+        value = trial.values[0] if trial.values else None
         rows.append(
             [
                 label,
                 str(trial.number),
                 _number(value) if value is not None else trial.state.name.lower(),
-                _number(a.get("train_loss_best")),
-                _number(a.get("val_loss_best")),
+                _number(_at_best(a, "train_curve")),
+                _number(_at_best(a, "val_curve")),
                 _number(a.get("gap_at_best")),
                 _number(a.get("val_accuracy_at_best")),
                 _number(a.get("param_count")),
@@ -144,18 +242,24 @@ def print_summary(study: optuna.Study, spec: StudySpec, echo: Echo = print) -> N
     if not counts[TrialState.COMPLETE]:
         echo("no completed trial yet")
         return
-    best = study.best_trial
+    best = best_trial(study)
+    assert best is not None  # a trial completed
     monitor = "validation" if spec.objective == "generalize" else "training"
     echo(
-        f"best trial {best.number}: {monitor} loss {_number(best.value)} at epoch "
+        f"best trial {best.number}: {monitor} loss {_number(best.values[0])} at epoch "
         f"{best.user_attrs.get('best_epoch', '?')}"
     )
     echo(f"  {format_params(trial_params(best))}")
     lines = comparison_table(study)
     if lines:
-        echo("best versus baselines (value = best-epoch " + monitor + " loss, lower is better):")
+        echo(
+            f"best versus baselines (value = best-epoch {monitor} loss, lower is better; "
+            "losses at the best epoch, epochs = epochs run):"
+        )
         for line in lines:
             echo("  " + line)
+    for line in pareto_lines(study):
+        echo(line)
     test = study.user_attrs.get("test_evaluation")
     if test and test.get("trial") == best.number:
         accuracy = test.get("test_accuracy")
@@ -164,6 +268,14 @@ def print_summary(study: optuna.Study, spec: StudySpec, echo: Echo = print) -> N
             f"test ({test['n_test']} held-out rows, trial {test['trial']} re-trained for "
             f"{test['epochs']} epochs): loss {_number(test['test_loss'])}{acc_text}"
         )
+
+
+def _at_best(attrs: Mapping[str, Any], curve: str) -> float | None:
+    """A curve's value at the trial's best epoch."""
+    values, best = attrs.get(curve), attrs.get("best_epoch")
+    if not values or not best or best > len(values):
+        return None
+    return values[best - 1]  # type: ignore[no-any-return]
 
 
 def _last(values: Mapping[int, float]) -> float:
