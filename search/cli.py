@@ -1,5 +1,6 @@
 """Command line: ``capsearch run STUDY``, ``list``, ``show STUDY``, ``validate``, ``worker STUDY``,
-``workers STUDY -n N`` and ``copy STUDY`` (also ``python -m search``).
+``workers STUDY -n N``, ``copy STUDY``, ``report STUDY``, ``kt STUDY``, ``export STUDY``
+and ``rerun STUDY TRIAL`` (also ``python -m search``).
 
 Each command is a few lines over the library; :func:`main` is the one place that turns the
 project's errors into a one-line message and exit code 2 (no traceback, nothing stored changed).
@@ -8,6 +9,7 @@ project's errors into a one-line message and exit code 2 (no traceback, nothing 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -68,6 +70,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from search.report import write_report
+
+    _quiet_libraries()
+    result = write_report(args.study, args.storage, args.out)
+    _echo(f"report of {result.study}: {result.html}")
+    _echo(f"{len(result.pngs)} PNG files ({result.renderer}) in {result.folder}/")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from search.studyfile import known_studies, load_study
 
@@ -80,7 +92,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from search.devices import configure_tensorflow
     from search.runner import SearchOptions, run_search
     from search.studyfile import load_study
     from search.workers import StopSignals, WorkerStopped, default_worker_id, seed_offset_for
@@ -89,6 +100,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     with signals.installed():  # from the start: a stop while loading ends the worker cleanly
         spec = load_study(args.study)
         worker = args.worker_id or default_worker_id()
+        # Library warnings and log records carry the worker id too.
+        logging.basicConfig(format=f"[{worker}] %(levelname)s %(name)s: %(message)s")
+        logging.captureWarnings(True)
         options = SearchOptions(
             trials=args.trials,
             timeout=args.timeout,
@@ -100,9 +114,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
             evaluate_test=not args.no_summary,
             summary=not args.no_summary,
             signals=signals,
+            configure_tensorflow=True,  # before any model is built, once the storage is good
         )
         _quiet_libraries()
-        configure_tensorflow()  # threads and GPU memory growth, before any model is built
+        import optuna
+
+        optuna.logging.disable_default_handler()  # Optuna's records get the worker id too
+        optuna.logging.enable_propagation()
         try:
             run_search(spec, options, echo=_echo)
         except WorkerStopped as exc:
@@ -137,6 +155,58 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kt(args: argparse.Namespace) -> int:
+    from search.kt_compare import compare_with_keras_tuner
+    from search.runner import SearchOptions
+    from search.studyfile import load_study
+
+    spec = load_study(args.study)
+    options = SearchOptions(
+        trials=args.trials,
+        timeout=args.timeout,
+        storage=args.storage,
+        data_dir=args.data_dir,
+        offline=args.offline,
+    )
+    _quiet_libraries()
+    compare_with_keras_tuner(
+        spec,
+        options,
+        tuner=args.tuner,
+        max_epochs=args.max_epochs,
+        resume=args.resume,
+        echo=_echo,
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from search.export import export_stored
+    from search.runner import SearchOptions
+    from search.studyfile import load_study
+
+    spec = load_study(args.study)
+    options = SearchOptions(storage=args.storage, data_dir=args.data_dir, offline=args.offline)
+    _quiet_libraries()
+    result = export_stored(
+        spec, options, trial_number=args.trial, out_dir=args.out, code=args.code, echo=_echo
+    )
+    return 0 if result.verified else EXIT_FAILED
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from search.replay import DEFAULT_RTOL, rerun_stored
+    from search.runner import SearchOptions
+    from search.studyfile import load_study
+
+    spec = load_study(args.study)
+    options = SearchOptions(storage=args.storage, data_dir=args.data_dir, offline=args.offline)
+    _quiet_libraries()
+    tolerance = args.tolerance if args.tolerance is not None else DEFAULT_RTOL
+    result = rerun_stored(spec, options, args.trial, rel_tol=tolerance, echo=_echo)
+    return 0 if result.reproduced else EXIT_FAILED
+
+
 def _echo(line: str) -> None:
     print(line, flush=True)
 
@@ -148,6 +218,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a trial number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a trial number >= 0, got {value}")
     return value
 
 
@@ -199,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
     dashboard.set_defaults(func=cmd_dashboard)
+
+    report = sub.add_parser("report", help="write an HTML report and PNG figures of a stored study")
+    report.add_argument("study", help="study name")
+    report.add_argument("--storage", help=storage_help)
+    report.add_argument(
+        "--out", type=Path, help="folder of the report (default: storage/reports/<study>)"
+    )
+    report.set_defaults(func=cmd_report)
 
     validate = sub.add_parser("validate", help="check study files without running anything")
     validate.add_argument("studies", nargs="*", help="names or paths (default: every study)")
@@ -256,6 +344,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     copy.add_argument("--to", dest="to_url", required=True, help="destination storage URL")
     copy.set_defaults(func=cmd_copy)
+
+    data_dir_help = "folder with local data copies (default: $CAPSEARCH_DATA)"
+    kt = sub.add_parser(
+        "kt", help="search a [hypermodel] study with KerasTuner itself and compare with Optuna"
+    )
+    kt.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    kt.add_argument(
+        "--tuner", choices=("hyperband", "bayesian"), default="hyperband", help="default hyperband"
+    )
+    kt.add_argument("--timeout", type=_positive_float, help="start no trial after S seconds")
+    kt.add_argument("--trials", type=_positive_int, help="at most this many KerasTuner trials")
+    kt.add_argument(
+        "--max-epochs", type=_positive_int, help="epochs of the longest trial (default: study's)"
+    )
+    kt.add_argument("--resume", action="store_true", help="continue the previous KerasTuner run")
+    kt.add_argument("--storage", help=storage_help + "; the Optuna study compared with")
+    kt.add_argument("--data-dir", type=Path, help=data_dir_help)
+    kt.add_argument("--offline", action="store_true", help="never download data")
+    kt.set_defaults(func=cmd_kt)
+
+    export = sub.add_parser(
+        "export", help="re-train a stored trial and save it as a .keras model with its metrics"
+    )
+    export.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    export.add_argument("--trial", type=_non_negative_int, help="trial number (default: the best)")
+    export.add_argument("--out", type=Path, help="output folder (default: storage/exports/<study>)")
+    export.add_argument("--code", action="store_true", help="also print plain Keras code")
+    export.add_argument("--storage", help=storage_help)
+    export.add_argument("--data-dir", type=Path, help=data_dir_help)
+    export.add_argument("--offline", action="store_true", help="never download data")
+    export.set_defaults(func=cmd_export)
+
+    rerun = sub.add_parser(
+        "rerun", help="re-run a stored trial with its seed; exit 1 unless it reproduces"
+    )
+    rerun.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    rerun.add_argument("trial", type=_non_negative_int, help="trial number")
+    rerun.add_argument(
+        "--tolerance",
+        type=_positive_float,
+        default=None,
+        help="relative tolerance on the stored value (default 1e-4)",
+    )
+    rerun.add_argument("--storage", help=storage_help)
+    rerun.add_argument("--data-dir", type=Path, help=data_dir_help)
+    rerun.add_argument("--offline", action="store_true", help="never download data")
+    rerun.set_defaults(func=cmd_rerun)
     return parser
 
 

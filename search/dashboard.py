@@ -29,18 +29,24 @@ def serve_dashboard(storage: str | None, host: str = LOOPBACK, port: int = 8080)
 
     The dashboard only reads and annotates studies; with SQLite in WAL mode it does not block
     running workers. It binds to 127.0.0.1 unless another address is asked for explicitly, and
-    then warns, since the dashboard has no authentication.
+    then warns, since the dashboard has no authentication. Trial plots are served from the
+    storage's artifact store (:func:`search.artifacts.artifact_dir`).
     """
     from optuna_dashboard import run_server
 
+    from search.artifacts import artifact_dir, open_artifact_store
+
     url = resolve_storage_url(storage)
     rdb = open_storage(url, create=False)
+    store = open_artifact_store(url)
     if not is_loopback(host):
         print(
             f"warning: the dashboard has no authentication and is reachable from other hosts "
             f"at http://{host}:{port}/"
         )
     print(
-        f"optuna-dashboard on {mask_url(url)}: http://{host}:{port}/ (Ctrl-C to stop)", flush=True
+        f"optuna-dashboard on {mask_url(url)} (artifacts in {artifact_dir(url)}): "
+        f"http://{host}:{port}/ (Ctrl-C to stop)",
+        flush=True,
     )
-    run_server(rdb, host=host, port=port)
+    run_server(rdb, host=host, port=port, artifact_store=store)

@@ -41,3 +41,15 @@ class StorageError(FatalError):
 
 class TrialFailure(SearchError):
     """One trial failed (exception, out of memory); the worker continues with the next trial."""
+
+
+class HypermodelError(FatalError):
+    """A KerasTuner hypermodel cannot be imported, built or mirrored on Optuna.
+
+    The message names the hyperparameter (or the file) and the problem, e.g.
+    ``hyperparameter 'units': sampling must be one of linear, log, reverse_log, got 'cube'.``
+    """
+
+
+class ReplayError(FatalError):
+    """A stored trial cannot be re-trained: unknown study or trial, or no result to replay."""

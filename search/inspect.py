@@ -8,7 +8,7 @@ from optuna.trial import TrialState
 from search.errors import StorageError
 from search.storage import list_studies, mask_url, open_storage, resolve_storage_url
 from search.studyfile import known_studies
-from search.summary import comparison_table, format_params, table, trial_params
+from search.summary import comparison_table, format_params, pareto_lines, table, trial_params
 
 
 def list_rows(storage: str | None) -> list[str]:
@@ -51,7 +51,7 @@ def show_study(name: str, storage: str | None, *, top: int = 10) -> list[str]:
             f"no study {name!r} in {mask_url(url)}; stored studies: {stored}."
         ) from None
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    trials.sort(key=lambda t: t.value if t.value is not None else float("inf"))
+    trials.sort(key=lambda t: t.values[0] if t.values else float("inf"))
     lines = [
         f"study {name} ({study.user_attrs.get('objective', '?')}) in {mask_url(url)}: "
         f"{len(study.trials)} trials",
@@ -62,7 +62,7 @@ def show_study(name: str, storage: str | None, *, top: int = 10) -> list[str]:
             [
                 str(rank),
                 str(trial.number),
-                f"{trial.value:.5g}",
+                f"{trial.values[0]:.5g}",
                 format_params(trial_params(trial)),
                 str(trial.user_attrs.get("epochs_run", "-")),
                 f"{trial.user_attrs.get('wall_seconds', 0):.1f}",
@@ -72,6 +72,7 @@ def show_study(name: str, storage: str | None, *, top: int = 10) -> list[str]:
     comparison = comparison_table(study)
     if comparison:
         lines += ["best versus baselines:", *("  " + line for line in comparison)]
+    lines += pareto_lines(study)
     test = study.user_attrs.get("test_evaluation")
     if test:
         acc = test.get("test_accuracy")

@@ -205,7 +205,10 @@ class Objective:
         return value
 
     def _callbacks(self, trial: optuna.Trial, *, prune: bool) -> list[keras.callbacks.Callback]:
-        callbacks: list[keras.callbacks.Callback] = [_NonFiniteGuard(self.monitor, trial)]
+        callbacks: list[keras.callbacks.Callback] = [
+            _NonFiniteGuard(self.monitor, trial),
+            _RecordSize(trial),
+        ]
         if self.spec.training.patience:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -269,6 +272,17 @@ class _NonFiniteGuard(keras.callbacks.Callback):
             reason = f"{self._monitor} became {value} at epoch {epoch + 1}"
             self._trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
+
+
+class _RecordSize(keras.callbacks.Callback):
+    """Records ``param_count`` when training starts, so pruned trials have it too."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        super().__init__()
+        self._trial = trial
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._trial.set_user_attr("param_count", int(self.model.count_params()))
 
 
 class _Reporter(keras.callbacks.Callback):

@@ -44,6 +44,7 @@ class SearchOptions:
     seed_offset: int = 0
     evaluate_test: bool = True
     extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = field(default_factory=list)
+    trial_plots: bool = True  # a PNG artifact per finished trial, for the dashboard
     # Many workers, one study (search.workers): heartbeats of running trials, re-queues of the
     # trials of dead or stopped workers, and when to give up on trials that keep failing.
     heartbeat_interval: int | None = None  # None: $CAPSEARCH_HEARTBEAT, else 10 s
@@ -52,6 +53,7 @@ class SearchOptions:
     max_failures: int = 10  # failed trials in a row after which the worker stops
     summary: bool = True  # print the end-of-search summary (the children of `workers` do not)
     signals: StopSignals | None = None  # SIGINT/SIGTERM handling installed by the caller
+    configure_tensorflow: bool = False  # apply search.devices.configure_tensorflow first
 
 
 def data_context(spec: StudySpec, options: SearchOptions) -> Any:
@@ -98,6 +100,8 @@ def make_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseS
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     """The study's per-epoch pruner; Hyperband's resource is the epoch."""
+    if spec.multi_objective:  # Optuna cannot prune multi-objective trials
+        return optuna.pruners.NopPruner()
     opts = spec.pruner.options
     name = spec.pruner.name
     if name == "hyperband":
@@ -150,7 +154,7 @@ def open_study(
         storage=storage,
         sampler=make_sampler(spec, seed_offset),
         pruner=make_pruner(spec),
-        direction=spec.direction,
+        directions=spec.directions,
         load_if_exists=True,
     )
     created = spec.name not in existing
@@ -166,7 +170,18 @@ def open_study(
                 user_attrs={"baseline": baseline.name},
                 skip_if_exists=True,
             )
+        _describe_study(study, spec)
     return study, created
+
+
+def _describe_study(study: optuna.Study, spec: StudySpec) -> None:
+    """Objective names (``val_loss``, ``param_count``) and the study note, for optuna-dashboard."""
+    from search.notes import write_study_note
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(spec.metric_names)
+    write_study_note(study, spec)
 
 
 def count_finished(study: optuna.Study) -> int:
@@ -190,6 +205,7 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
         >>> study = run_search(load_study("overfit30_memorize"), SearchOptions(trials=5))
         ... # doctest: +SKIP
     """
+    from search.notes import update_study_note
     from search.summary import print_summary
     from search.workers import (
         TrialsKeepFailing,
@@ -205,8 +221,14 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
         options.heartbeat_interval, options.grace_period, options.max_retry
     )
     storage = open_worker_storage(url, liveness)
+    if options.configure_tensorflow:  # worker processes: threads and GPU memory growth
+        from search.devices import configure_tensorflow
+
+        configure_tensorflow()
     data = prepare_data(spec, options)
-    from search.objective import Objective  # TensorFlow: only once the input is known good
+    # TensorFlow: only once the input is known good; a hypermodel is imported and checked here,
+    # before the study is created or touched.
+    objective = make_objective(spec, data)
 
     with study_lock(storage, spec.name):  # workers starting together create it once
         study, created = open_study(spec, storage, options.seed_offset)
@@ -220,13 +242,17 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
     )
     if done < target:
         timer = time.perf_counter()
+        if options.trial_plots:  # each finished trial's PNG, see search.artifacts
+            from search.artifacts import TrialPlots, open_artifact_store
+
+            objective = TrialPlots(objective, open_artifact_store(url), echo=echo)
 
         def report(study: optuna.Study, trial: FrozenTrial) -> None:
             echo(prefix + format_trial_line(trial, spec))
 
         result = run_trials(
             study,
-            Objective(spec, data),
+            objective,
             target=target,
             timeout=options.timeout if options.timeout is not None else spec.timeout,
             worker=options.worker,
@@ -253,6 +279,7 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
         evaluate_best_on_test(spec, data, study, echo)
     if options.summary:
         print_summary(study, spec, echo)
+        update_study_note(study, spec, echo)
     return study
 
 
@@ -264,22 +291,23 @@ def evaluate_best_on_test(
     The best trial's parameters are re-trained with its seed for its best epoch count (what
     early stopping would have kept); the test split is touched only here, never by the search.
     """
-    from search.objective import train_params
+    from search.replay import retrain_trial
+    from search.summary import best_trial
 
     if spec.objective != "generalize" or "test" not in data.splits:
         return None
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:
         return None
-    best = study.best_trial
+    best = best_trial(study)
+    assert best is not None  # a trial completed
     stored = study.user_attrs.get("test_evaluation")
     if stored and stored.get("trial") == best.number:
         return dict(stored)
-    params = model_params(spec, best)
     epochs = int(best.user_attrs.get("best_epoch", spec.training.epochs))
     seed = int(best.user_attrs.get("seed", spec.training.seed + best.number))
     echo(f"evaluating best trial {best.number} on the test split ({epochs} epochs, seed {seed})")
-    run = train_params(spec, data, params, seed=seed, epochs=epochs)
+    run = retrain_trial(spec, data, best, seed=seed, epochs=epochs)
     loss, accuracy = data.evaluate(run.model, "test")
     val_loss, _ = data.evaluate(run.model, "val") if "val" in data.splits else (None, None)
     result = {
@@ -293,6 +321,21 @@ def evaluate_best_on_test(
     }
     study.set_user_attr("test_evaluation", result)
     return result
+
+
+def make_objective(spec: StudySpec, data: PreparedData) -> Callable[[optuna.Trial], Any]:
+    """The study's objective: the Dense-stack space, or the study's KerasTuner hypermodel.
+
+    Raises:
+        HypermodelError: The hypermodel cannot be imported, built or mirrored on Optuna.
+    """
+    if spec.hypermodel is not None:
+        from search.hypermodel import HypermodelObjective
+
+        return HypermodelObjective(spec, data)
+    from search.objective import Objective
+
+    return Objective(spec, data)
 
 
 def model_params(spec: StudySpec, trial: FrozenTrial) -> dict[str, Any]:

@@ -127,8 +127,25 @@ class Baseline:
 
 
 @dataclass(frozen=True)
+class HypermodelSpec:
+    """``[hypermodel]``: a KerasTuner hypermodel that replaces the built-in Dense-stack space.
+
+    ``module`` is a ``.py`` file (relative to the study file; ``path`` is where it resolved) or an
+    importable ``package.module``; ``build`` names a ``build_model(hp)`` function or a
+    ``keras_tuner.HyperModel`` subclass in it. See :mod:`search.hypermodel`.
+    """
+
+    module: str
+    build: str = "build_model"
+    path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"module": self.module, "build": self.build}
+
+
+@dataclass(frozen=True)
 class StudySpec:
-    """A validated study file."""
+    """A validated study file (``space`` is empty when ``hypermodel`` defines the space)."""
 
     name: str
     path: Path
@@ -142,10 +159,33 @@ class StudySpec:
     baselines: tuple[Baseline, ...]
     trials: int = 20
     timeout: float | None = None
+    hypermodel: HypermodelSpec | None = None
+    minimize_param_count: bool = False  # [multi_objective] param_count = true
 
     @property
     def direction(self) -> str:
         return "minimize"
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study minimizes the parameter count as a second objective."""
+        return self.minimize_param_count
+
+    @property
+    def directions(self) -> list[str]:
+        """One ``"minimize"`` per objective: the loss, then (multi-objective) the size."""
+        return ["minimize"] * len(self.metric_names)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Names of the objectives, as the dashboard shows them.
+
+        Example:
+            >>> load_study("imdb_pareto").metric_names  # doctest: +SKIP
+            ['val_loss', 'param_count']
+        """
+        loss = "val_loss" if self.objective == "generalize" else "train_loss"
+        return [loss, "param_count"] if self.minimize_param_count else [loss]
 
     def resolve_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Complete a (possibly partial) parameter set with the space's fixed values."""
@@ -175,6 +215,11 @@ class StudySpec:
         }
         if self.timeout is not None:
             out["timeout"] = self.timeout
+        if self.hypermodel is not None:
+            del out["space"], out["baselines"]
+            out["hypermodel"] = self.hypermodel.to_dict()
+        if self.minimize_param_count:
+            out["multi_objective"] = {"param_count": True}
         return out
 
 
@@ -266,8 +311,9 @@ class _Validator:
             "data",
             "model",
             "training",
+            "multi_objective",
         }
-        self.unknown(raw, top | {"space", "sampler", "pruner", "baselines"}, "")
+        self.unknown(raw, top | {"space", "sampler", "pruner", "baselines", "hypermodel"}, "")
         objective = raw.get("objective")
         if objective not in OBJECTIVES:
             raise self.fail(
@@ -275,10 +321,25 @@ class _Validator:
                 f"must be one of {', '.join(OBJECTIVES)}, got {objective!r}.",
             )
         training = self.training(self.table(raw, "training"))
-        space = self.space(self.table(raw, "space"), self.table(raw, "model", required=False))
+        hypermodel = None
+        if "hypermodel" in raw:
+            hypermodel = self.hypermodel(self.table(raw, "hypermodel"), raw, training, path)
+            space: dict[str, Param] = {}
+        else:
+            space = self.space(self.table(raw, "space"), self.table(raw, "model", required=False))
         timeout = self.typed(raw, "timeout", float, None, "timeout")
         if timeout is not None and timeout <= 0:
             raise self.fail("timeout", f"must be > 0 seconds, got {timeout}.")
+        multi = self.multi_objective(self.table(raw, "multi_objective", required=False))
+        pruner = self.pruner(self.table(raw, "pruner", required=False))
+        if multi and pruner.name != "none":
+            if "pruner" in raw:
+                raise self.fail(
+                    "pruner.name",
+                    "Optuna cannot prune multi-objective trials ([multi_objective] "
+                    'param_count = true); remove [pruner] or set name = "none".',
+                )
+            pruner = PrunerSpec(name="none")
         return StudySpec(
             name=name,
             path=path,
@@ -288,11 +349,65 @@ class _Validator:
             space=space,
             training=training,
             sampler=self.sampler(self.table(raw, "sampler", required=False), training.seed),
-            pruner=self.pruner(self.table(raw, "pruner", required=False)),
+            pruner=pruner,
             baselines=self.baselines(raw.get("baselines", []), space),
             trials=self.positive(raw, "trials", 20, "trials") or 20,
             timeout=timeout,
+            hypermodel=hypermodel,
+            minimize_param_count=multi,
         )
+
+    def multi_objective(self, raw: dict[str, Any]) -> bool:
+        """``[multi_objective]``: ``param_count = true`` adds the model size as an objective."""
+        self.unknown(raw, {"param_count"}, "multi_objective")
+        return bool(self.typed(raw, "param_count", bool, False, "multi_objective.param_count"))
+
+    def hypermodel(
+        self,
+        table: dict[str, Any],
+        raw: Mapping[str, Any],
+        training: TrainingSpec,
+        study_path: Path,
+    ) -> HypermodelSpec:
+        """``[hypermodel]``: checked without importing it (TensorFlow loads only at run time)."""
+        self.unknown(table, {"module", "build"}, "hypermodel")
+        for key, why in (
+            ("space", "takes its search space from the hypermodel; remove [space]"),
+            ("model", "builds its model in the hypermodel; remove [model]"),
+            ("baselines", "cannot have [[baselines]] yet; enqueue trials with Optuna instead"),
+        ):
+            if key in raw:
+                raise self.fail(key, f"a study with [hypermodel] {why}.")
+        if training.steps_per_epoch is not None:
+            raise self.fail(
+                "training.steps_per_epoch",
+                "not supported with [hypermodel]: the hypermodel's fit() decides the batches; "
+                "remove it.",
+            )
+        module = table.get("module")
+        if not isinstance(module, str) or not module.strip():
+            raise self.fail(
+                "hypermodel.module",
+                'missing; name a file relative to the study file ("my_model.py") or an '
+                'importable module ("package.module").',
+            )
+        build = self.typed(table, "build", str, "build_model", "hypermodel.build")
+        if not build.isidentifier():
+            raise self.fail("hypermodel.build", f"{build!r} is not a Python name.")
+        if module.endswith(".py") or "/" in module or os.sep in module:
+            file = (study_path.parent / module).resolve()
+            if not file.is_file():
+                raise self.fail(
+                    "hypermodel.module",
+                    f"no such file {file}; give a path relative to the study file.",
+                )
+            return HypermodelSpec(module=module, build=build, path=file)
+        if not all(part.isidentifier() for part in module.split(".")):
+            raise self.fail(
+                "hypermodel.module",
+                f"{module!r} is neither a .py file nor a dotted module name.",
+            )
+        return HypermodelSpec(module=module, build=build)
 
     def data(self, raw: dict[str, Any]) -> DataSpec:
         from search.data import OptionError, validate_data_options

@@ -6,11 +6,11 @@ ask-and-tell loop with four jobs besides running the objective:
 
 * **One trial budget for the whole study.** ``target`` is the number of finished (COMPLETE or
   PRUNED) trials the study should have, however many workers run and whenever they join. Before
-  each ``study.ask`` the worker takes a per-study lock (:func:`study_lock`), counts finished and
-  RUNNING trials and asks only while ``finished + running < target``; the new trial is RUNNING
-  before the lock is released. So the study never holds more than ``target`` finished trials and
-  no trial is ever started only to be thrown away. See :func:`run_trials` for what exactly is
-  guaranteed.
+  taking a trial the worker takes a per-study lock (:func:`study_lock`), counts finished and
+  RUNNING trials and takes one only while ``finished + running < target``; the new trial is
+  RUNNING before the lock is released. So the study never holds more than ``target`` finished
+  trials and no trial is ever started only to be thrown away. See :func:`run_trials` for what
+  exactly is guaranteed.
 * **Dead workers.** Each running trial sends a heartbeat every ``heartbeat_interval`` seconds.
   A trial without heartbeat for ``grace_period`` seconds is marked FAIL (reason stored) by the
   next live worker and re-queued with the same parameters, at most ``max_retry`` times.
@@ -22,7 +22,8 @@ ask-and-tell loop with four jobs besides running the objective:
   non-finite objective value prunes the trial with ``pruned_reason``, like a NaN loss does.
 
 Storage calls are retried on lock conflicts (:func:`open_worker_storage`), so SQLite files
-shared by several processes on one host do not fail with ``database is locked``.
+shared by several processes on one host do not fail with ``database is locked``; SQLite commits
+skip the fsync (WAL with ``synchronous=NORMAL``: crash-safe, about 10x cheaper per trial).
 
 :func:`launch_workers` starts worker processes with the GPU and thread placement of
 :func:`search.devices.plan_workers`, passes the storage URL through ``CAPSEARCH_STORAGE`` (never
@@ -56,7 +57,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -307,7 +308,9 @@ _PROCESS_LOCKS: dict[str, threading.Lock] = {}
 
 
 @contextlib.contextmanager
-def study_lock(storage: optuna.storages.BaseStorage | None, study_name: str) -> Iterator[None]:
+def study_lock(
+    storage: optuna.storages.BaseStorage | None, study_name: str
+) -> Iterator[sqlalchemy.Connection | None]:
     """Hold the lock that serializes budget checks, ``ask`` and study creation of one study.
 
     All processes using the same database wait for each other: an exclusive ``flock`` on
@@ -315,6 +318,9 @@ def study_lock(storage: optuna.storages.BaseStorage | None, study_name: str) -> 
     lock on PostgreSQL (``pg_advisory_xact_lock``), ``GET_LOCK`` on MySQL. A process that dies
     while holding it releases it (the kernel drops the flock, the server ends the session).
     In-memory storages only lock between the threads of this process.
+
+    Yields:
+        The connection that holds a server lock (reads on it see every commit), else None.
 
     Example:
         >>> with study_lock(storage, "mlp"):
@@ -331,7 +337,7 @@ def study_lock(storage: optuna.storages.BaseStorage | None, study_name: str) -> 
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                yield
+                yield None
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
@@ -343,19 +349,19 @@ def study_lock(storage: optuna.storages.BaseStorage | None, study_name: str) -> 
                 sqlalchemy.text("SELECT pg_advisory_xact_lock(:a, :b)"),
                 {"a": _LOCK_CLASS_ID, "b": key},
             )
-            yield
+            yield connection
     elif dialect in ("mysql", "mariadb") and backend is not None:
         name = f"capsearch:{zlib.crc32(study_name.encode()):08x}"
         with backend.engine.connect() as connection:
             connection.execute(sqlalchemy.text("SELECT GET_LOCK(:n, -1)"), {"n": name})
             try:
-                yield
+                yield None
             finally:
                 connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": name})
     else:
         lock = _PROCESS_LOCKS.setdefault(study_name, threading.Lock())
         with lock:
-            yield
+            yield None
 
 
 def _has_flock() -> bool:
@@ -460,7 +466,6 @@ class LoopResult:
     objective_seconds: float = 0.0
     loop_seconds: float = 0.0
     lock_conflicts: int = 0
-    events: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """``budget reached; this worker: 12 started, 11 finished, 1 failed``."""
@@ -507,7 +512,7 @@ def default_worker_id() -> str:
 
 def run_trials(
     study: optuna.Study,
-    objective: Callable[[optuna.Trial], float],
+    objective: Callable[[optuna.Trial], Any],
     *,
     target: int,
     timeout: float | None = None,
@@ -547,8 +552,9 @@ def run_trials(
     Args:
         study: The study, on storage from :func:`open_worker_storage` (any storage works; only
             RDB storages have heartbeats and cross-process locks).
-        objective: Takes an :class:`optuna.Trial`, returns the value to minimize or maximize;
-            may raise :class:`optuna.TrialPruned`.
+        objective: Takes an :class:`optuna.Trial`, returns the value (or a tuple of values for
+            a multi-objective study); may raise :class:`optuna.TrialPruned`. A value that is
+            not finite prunes the trial (``pruned_reason``), one that is not a number fails it.
         target: Finished trials the study should have in all.
         timeout: Stop starting trials after this many seconds.
         worker: Worker id, prefixed to every line echoed and stored on each trial.
@@ -597,11 +603,11 @@ def run_trials(
                     result.reason = "timeout"
                     break
                 lock = study_lock(rdb, study.study_name) if reserve_under_lock else _no_lock()
-                with lock:
+                with lock as connection:
                     if time.monotonic() >= next_stale_check:
                         _fail_stale_trials(study, rdb, liveness, prefix, echo, result)
                         next_stale_check = time.monotonic() + liveness.heartbeat_interval
-                    finished, running, waiting = _count(study, rdb)
+                    finished, running, waiting = _count(study, rdb, connection)
                     if finished >= target:
                         result.reason = "budget"
                         break
@@ -650,13 +656,18 @@ def run_trials(
 
 @contextlib.contextmanager
 def _no_lock() -> Iterator[None]:
-    yield
+    yield None
 
 
-def _count(study: optuna.Study, rdb: optuna.storages.RDBStorage | None) -> tuple[int, int, int]:
+def _count(
+    study: optuna.Study,
+    rdb: optuna.storages.RDBStorage | None,
+    connection: sqlalchemy.Connection | None = None,
+) -> tuple[int, int, int]:
     """The study's finished, RUNNING and WAITING trials, counted in the database.
 
-    One ``GROUP BY`` query on Optuna's ``trials`` table instead of loading every trial.
+    One ``GROUP BY`` query on Optuna's ``trials`` table instead of loading every trial; on
+    ``connection`` (the lock's) when given.
     """
     if rdb is None:
         states = Counter(t.state for t in study.get_trials(deepcopy=False))
@@ -671,8 +682,10 @@ def _count(study: optuna.Study, rdb: optuna.storages.RDBStorage | None) -> tuple
         )
 
         def read() -> Counter[TrialState]:
-            with rdb.engine.connect() as connection:
-                return Counter({state: n for state, n in connection.execute(query).all()})
+            if connection is not None:
+                return Counter(dict(connection.execute(query).all()))
+            with rdb.engine.connect() as own:
+                return Counter(dict(own.execute(query).all()))
 
         states = with_retry(read)
     finished = sum(states[s] for s in FINISHED)
@@ -733,14 +746,15 @@ class _Heartbeat:
             try:
                 self._storage.record_heartbeat(self._trial_id)
             except Exception as exc:  # a missed beat; the grace period covers a few
-                _logger.warning("heartbeat of trial id %s failed: %s", self._trial_id, exc)
+                reason = mask_text(fail_reason(exc), self._storage.url)
+                _logger.warning("heartbeat of trial id %s failed: %s", self._trial_id, reason)
         self._storage.remove_session()
 
 
 def _run_one(
     study: optuna.Study,
     trial: optuna.Trial,
-    objective: Callable[[optuna.Trial], float],
+    objective: Callable[[optuna.Trial], Any],
     rdb: optuna.storages.RDBStorage | None,
     liveness: Liveness,
     signals: StopSignals,
@@ -771,18 +785,16 @@ def _run_one(
     if stopped is not None:
         _stop_trial(study, trial, stopped, liveness, worker, echo, result)
         return None
-    values: float | None = None
+    values: list[float] | None = None
     if state is None:
-        try:
-            values = float(value)
-        except (TypeError, ValueError):
+        values = _as_values(value)
+        if values is None:
             state, reason = TrialState.FAIL, f"objective returned {value!r}, not a number"
-        else:
-            if math.isfinite(values):
-                state = TrialState.COMPLETE
-            else:
-                state, values = TrialState.PRUNED, None
-                _set_attrs(trial, {"pruned_reason": f"objective value was {value}"})
+        elif all(math.isfinite(v) for v in values):
+            state = TrialState.COMPLETE
+        else:  # a diverged model, like a NaN loss in training: pruned, with the reason
+            state, values = TrialState.PRUNED, None
+            _set_attrs(trial, {"pruned_reason": f"objective value was {value}"})
     if reason is not None:
         reason = mask_text(reason, rdb.url) if rdb is not None else reason
         _set_attrs(trial, {"fail_reason": reason}, system=True)
@@ -800,6 +812,15 @@ def _run_one(
     else:
         result.failed += 1
     return frozen
+
+
+def _as_values(value: Any) -> list[float] | None:
+    """The objective's value(s) as floats (one per objective), or None if not numbers."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        return [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None
 
 
 def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any], *, system: bool = False) -> None:
@@ -836,7 +857,6 @@ def _stop_trial(
     if retry is not None:
         result.requeued += 1
     note = f"re-queued (retry {retry}/{liveness.max_retry})" if retry else "retries used up"
-    result.events.append(f"trial {frozen.number} failed: {reason}; {note}")
     echo(f"{prefix}trial {frozen.number} FAIL: {reason}; {note}")
 
 
@@ -905,7 +925,6 @@ def _fail_stale_trials(
         note = f"re-queued (retry {retry}/{liveness.max_retry})" if retry else "retries used up"
         worker = trial.user_attrs.get(WORKER_ATTR, "?")
         message = f"trial {trial.number} of worker {worker} FAIL: {reason}; {note}"
-        result.events.append(message)
         echo(prefix + message)
 
 
@@ -1064,6 +1083,7 @@ def run_workers(study_ref: str, n: int, options: SearchOptions, echo: Echo = pri
         0
     """
     from search.data import load_dataset
+    from search.notes import update_study_note
     from search.runner import (
         count_finished,
         data_context,
@@ -1117,4 +1137,5 @@ def run_workers(study_ref: str, n: int, options: SearchOptions, echo: Echo = pri
         evaluate_best_on_test(spec, prepare_data(spec, options), study, echo)
     if options.summary:
         print_summary(study, spec, echo)
+        update_study_note(study, spec, echo)
     return code

@@ -171,8 +171,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             reserve_under_lock=not args.unlocked,
         )
     echo(f"[{worker}] {result.describe()}")
-    stats = {k: v for k, v in asdict(result).items() if k != "events"}
-    echo(f"[{worker}] {STATS_TAG} {json.dumps(stats)}")
+    echo(f"[{worker}] {STATS_TAG} {json.dumps(asdict(result))}")
     return 1 if result.reason == "failures" else 0
 
 

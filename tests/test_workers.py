@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.devices import INTRA_OP_ENV, available_cpus
 from search.errors import FatalError
-from search.storage import STORAGE_ENV_VAR
+from search.storage import STORAGE_ENV_VAR, open_storage
 from search.workers import (
     GRACE_ENV,
     HEARTBEAT_ENV,
@@ -79,9 +80,8 @@ def _name(prefix: str) -> str:
 
 
 def _env(url: str, **extra: str) -> dict[str, str]:
-    env = {**os.environ, STORAGE_ENV_VAR: url, **extra}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    return {**env, STORAGE_ENV_VAR: url, **extra}
 
 
 def _launch(
@@ -142,7 +142,11 @@ def _trials(url: str, name: str) -> list[FrozenTrial]:
 
 
 def _running_trial_of(url: str, name: str, worker: str, min_age: float) -> FrozenTrial | None:
-    for trial in _trials(url, name):
+    try:
+        trials = _trials(url, name)
+    except Exception:  # not created yet
+        return None
+    for trial in trials:
         if trial.state == TrialState.RUNNING and trial.user_attrs.get("worker") == worker:
             assert trial.datetime_start is not None
             age = (datetime.datetime.now() - trial.datetime_start).total_seconds()
@@ -153,6 +157,8 @@ def _running_trial_of(url: str, name: str, worker: str, min_age: float) -> Froze
 
 def _wait_for_running(url: str, name: str, worker: str, min_age: float = 0.5) -> FrozenTrial:
     deadline = time.monotonic() + 60
+    while not Path(url.removeprefix("sqlite:///")).exists():  # leave its creation to the workers
+        time.sleep(0.1)
     while time.monotonic() < deadline:
         trial = _running_trial_of(url, name, worker, min_age)
         if trial is not None:
@@ -205,8 +211,7 @@ def test_fail_reason_is_one_line() -> None:
 
 
 def test_requeue_keeps_params_and_is_bounded(storage_url: str) -> None:
-    storage = open_worker_storage(storage_url, liveness_settings(1, 3, 2))
-    study = optuna.create_study(study_name="rq", storage=storage)
+    study = optuna.create_study(study_name="rq", storage=open_storage(storage_url))
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
     trial.set_user_attr("baseline", "small")
@@ -358,7 +363,7 @@ def test_sigkilled_workers_trial_is_failed_requeued_and_finished(tmp_path: Path)
     logged = datetime.datetime.fromtimestamp(seen[0][0])
     timeline = [
         f"trial {victim.number} (w0) started          {after(dead.datetime_start)}",
-        f"last heartbeat of trial {victim.number}     {after(last_beat)}",
+        f"last heartbeat of trial {victim.number}     {after(last_beat)} (SQLite: whole seconds)",
         "w0 killed (SIGKILL)               +0.00 s",
         f"trial {victim.number} marked FAIL (stale)   {after(dead.datetime_complete)} "
         "(heartbeat 1 s, grace 3 s)",
@@ -404,6 +409,55 @@ def test_sigterm_stops_a_worker_cleanly_and_a_restart_resumes(tmp_path: Path) ->
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == victim.number)
     assert retry.state == TrialState.COMPLETE and retry.params == stopped.params
     assert "budget reached" in again.text
+
+
+@pytest.mark.slow
+def test_workers_parent_forwards_sigterm_and_exits_0(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    argv = [*BENCH, "launch", "fwd", "-n", "2", "--trials", "20", "--sleep", "2"]
+    parent = Worker(argv, _env(url, **FAST_LIVENESS))
+    _wait_for_running(url, "fwd", "w0", min_age=0.3)
+    _wait_for_running(url, "fwd", "w1", min_age=0.3)
+    parent.proc.send_signal(signal.SIGTERM)  # to the parent only: it forwards to the workers
+    assert parent.wait(timeout=30) == 0, parent.text
+    assert "SIGTERM forwarded to the workers" in parent.text
+    assert "[w0] trial" in parent.text and "worker stopped by SIGTERM" in parent.text
+    trials = _trials(url, "fwd")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.user_attrs.get("fail_reason") == "worker stopped by SIGTERM"]
+    assert len(stopped) == 2
+    assert len([t for t in trials if t.state == TrialState.WAITING]) == 2  # re-queued
+
+
+def test_orphan_running_trial_without_heartbeat_does_not_hold_the_budget(
+    storage_url: str,
+) -> None:
+    storage = open_worker_storage(storage_url, liveness_settings(1, 3, 3))
+    study = optuna.create_study(study_name="orphan", storage=storage)
+    long_ago = datetime.datetime.now() - datetime.timedelta(hours=1)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params={"x": 1.0},
+            distributions={"x": optuna.distributions.FloatDistribution(-10, 10)},
+        )
+    )
+    orphan = study.get_trials()[0]
+    raw = optuna.storages.RDBStorage(storage_url)
+    with raw.engine.begin() as connection:
+        connection.execute(
+            sqlalchemy.text("UPDATE trials SET datetime_start = :t WHERE trial_id = :i"),
+            {"t": long_ago, "i": orphan._trial_id},
+        )
+    raw.engine.dispose()
+    lines: list[str] = []
+    result = run_trials(study, NullObjective(), target=2, echo=lines.append, poll_interval=0.05)
+    assert result.reason == "budget" and result.stale == 1
+    trials = study.get_trials()
+    assert trials[0].state == TrialState.FAIL
+    assert "no heartbeat" in trials[0].user_attrs["fail_reason"]
+    assert sum(t.state in FINISHED for t in trials) == 2
+    assert any("trial 0 of worker ? FAIL" in line for line in lines)
 
 
 def test_nan_and_exception_store_reasons_and_the_worker_goes_on(tmp_path: Path) -> None:
@@ -534,8 +588,14 @@ def test_workers_command_runs_a_tiny_tensorflow_study(tmp_path: Path) -> None:
     assert {t.user_attrs["worker"] for t in trials} <= {"w0", "w1"}
     assert trials[0].user_attrs["baseline"] == "small"
     assert sum("baseline" in t.user_attrs for t in trials) == 1  # enqueued once, by the parent
-    trial_lines = [line for line in proc.stdout.splitlines() if " trial " in line]
+    trial_lines = [
+        line
+        for line in proc.stdout.splitlines()
+        if re.search(r"trial +\d+ (COMPLETE|PRUNED)", line)
+    ]
     assert trial_lines and all(line.startswith(("[w0] ", "[w1] ")) for line in trial_lines)
     assert "[w0] " in proc.stdout and "[w1] " in proc.stdout
-    assert proc.stdout.count("study tiny: 4 complete") == 1  # only the parent summarizes
+    summaries = [line for line in proc.stdout.splitlines() if "study tiny: " in line]
+    assert len(summaries) == 1 and summaries[0].startswith("study tiny: ")  # the parent's only
+    assert re.search(r"^4 finished trials after", proc.stdout, re.MULTILINE)
     print(f"\ncapsearch workers -n 2 --trials 4 output:\n{proc.stdout}")

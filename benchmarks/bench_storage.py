@@ -1,0 +1,149 @@
+"""Storage benchmark: trials per second and storage cost per trial, SQLite versus PostgreSQL.
+
+Runs ``python -m search.workers_bench launch`` (the real worker loop and launcher with a null
+objective: two parameters, one report, no computation) for 1, 2, 4 and 8 worker processes on a
+fresh SQLite file and on the PostgreSQL server, and prints a Markdown table. With a null
+objective every millisecond of a trial is storage and bookkeeping: reserving the trial under
+the study lock, writing its parameters, report, heartbeat and result.
+
+Columns: ``trials/s`` is the study's throughput (trials / time from the first trial's start to
+the last one's end); ``ms/trial/worker`` is how long one worker spends per trial (its loop time
+divided by its trials, lock waits included); ``finished`` must equal the target (no overshoot);
+``lock errors`` counts ``database is locked`` in the output, ``retried`` the lock conflicts the
+storage retried silently. A last row runs 8 SQLite workers without the reservation lock to show
+the race it prevents.
+
+Example:
+    $ python -m benchmarks.bench_storage --trials 400
+    $ python benchmarks/bench_storage.py --workers 1 8 --no-postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+PG_URL = os.environ.get("CAPSEARCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def run_one(url: str, name: str, workers: int, trials: int, *extra: str) -> dict[str, Any]:
+    """One launch; returns the parent's report plus the workers' statistics."""
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env["CAPSEARCH_STORAGE"] = url
+    argv = [sys.executable, "-m", "search.workers_bench", "launch", name]
+    argv += ["-n", str(workers), "--trials", str(trials), "--quiet", *extra]
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    output = proc.stdout + proc.stderr
+    reports = [line for line in output.splitlines() if line.startswith("BENCH ")]
+    if proc.returncode != 0 or not reports:
+        raise RuntimeError(f"launch failed ({proc.returncode}):\n{output[-3000:]}")
+    report: dict[str, Any] = json.loads(reports[-1][len("BENCH ") :])
+    stats = [
+        json.loads(line.split("STATS ", 1)[1]) for line in output.splitlines() if "STATS " in line
+    ]
+    per_trial = [1000 * s["loop_seconds"] / s["started"] for s in stats if s["started"]]
+    report["ms_per_trial_worker"] = sum(per_trial) / len(per_trial) if per_trial else float("nan")
+    report["lock_errors"] = output.lower().count("database is locked")
+    report["retried"] = sum(s["lock_conflicts"] for s in stats)
+    return report
+
+
+def postgres_answers(url: str) -> bool:
+    try:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            url.replace("postgresql://", "postgresql+psycopg://", 1),
+            connect_args={"connect_timeout": 3},
+        )
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+def delete_study(url: str, name: str) -> None:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        storage.delete_study(storage.get_study_id_from_name(name))
+    except KeyError:
+        pass
+    finally:
+        storage.engine.dispose()
+
+
+def row(backend: str, workers: int, trials: int, r: dict[str, Any], note: str = "") -> str:
+    rate = r["trials"] / r["span_s"] if r["span_s"] else float("nan")
+    finished = f"{r['finished']}" + ("" if r["finished"] == trials else f" (target {trials})")
+    return (
+        f"| {backend} | {workers} | {rate:.1f} | {1000 / rate:.1f} | "
+        f"{r['ms_per_trial_worker']:.1f} | {finished} | {r['trials'] - r['finished']} | "
+        f"{r['lock_errors']} | {r['retried']} | {r['wall_s']:.1f} |{note}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=400)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-race", action="store_true", help="skip the unlocked row")
+    args = parser.parse_args(argv)
+
+    import optuna
+    import sqlalchemy
+
+    backends = ["sqlite"]
+    if not args.no_postgres:
+        if postgres_answers(PG_URL):
+            backends.append("postgresql")
+        else:
+            print(f"PostgreSQL not answering at {PG_URL}; SQLite only", file=sys.stderr)
+    print(
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, Optuna {optuna.__version__}, "
+        f"SQLAlchemy {sqlalchemy.__version__}; null objective, {args.trials} trials per run\n"
+    )
+    print(
+        "| storage | workers | trials/s | ms/trial (wall) | ms/trial/worker | finished | "
+        "other trials | lock errors | retried | wall s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in backends:
+            for workers in args.workers:
+                name = f"bench-{workers}-{uuid.uuid4().hex[:8]}"
+                if backend == "sqlite":
+                    url = f"sqlite:///{Path(tmp) / f'{name}.db'}"
+                    result = run_one(url, name, workers, args.trials)
+                else:
+                    try:
+                        result = run_one(PG_URL, name, workers, args.trials)
+                    finally:
+                        delete_study(PG_URL, name)
+                print(row(backend, workers, args.trials, result), flush=True)
+        if not args.no_race:
+            name = f"race-{uuid.uuid4().hex[:8]}"
+            url = f"sqlite:///{Path(tmp) / f'{name}.db'}"
+            result = run_one(url, name, 8, args.trials, "--unlocked")
+            print(row("sqlite, no lock", 8, args.trials, result, " race shown"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Taking the best home: export to .keras, plain Keras code, and re-running stored trials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.cli import main
+from search.export import export_stored, keras_code
+from search.replay import DEFAULT_RTOL, open_stored_study, rerun_stored
+from search.runner import SearchOptions, open_study, prepare_data, run_search
+from search.storage import open_storage
+from search.studyfile import load_study
+from tests.conftest import ROOT, write_study
+
+pytestmark = pytest.mark.slow
+
+BUILT_IN = """
+description = "tiny Pima study for export tests"
+objective = "generalize"
+trials = 2
+
+[data]
+source = "pima"
+validation_fraction = 0.2
+
+[training]
+epochs = 3
+seed = 5
+
+[space]
+layers = { low = 1, high = 2 }
+units = { low = 4, high = 16 }
+l2 = { low = 1e-4, high = 1e-2, log = true, zero = true }
+dropout = { low = 0.0, high = 0.3 }
+batch_size = { choices = [32, 64] }
+learning_rate = { low = 1e-3, high = 1e-2, log = true }
+optimizer = { choices = ["adam", "rmsprop"] }
+
+[pruner]
+name = "none"
+
+[[baselines]]
+name = "regularized"
+layers = 2
+units = 12
+l2 = 0.001
+dropout = 0.2
+batch_size = 32
+learning_rate = 0.005
+optimizer = "adam"
+"""
+
+HYPERMODEL = f"""
+description = "the example hypermodel, one trial"
+objective = "generalize"
+trials = 1
+
+[data]
+source = "pima"
+
+[hypermodel]
+module = "{ROOT / "spaces" / "examples" / "kt_hypermodel.py"}"
+build = "PimaHyperModel"
+
+[training]
+epochs = 3
+seed = 2
+
+[pruner]
+name = "none"
+"""
+
+HYPERMODEL_TRIAL = {
+    "layers": 2,
+    "units": 16,
+    "dropout": 0.1,
+    "learning_rate": 0.005,
+    "use_l2": True,
+    "l2": 1e-3,
+    "batch_size": 32,
+}
+
+
+def _searched(folder: Path, name: str, text: str, enqueue: dict[str, Any] | None = None) -> Any:
+    if not (ROOT.parent / "shared" / "data").is_dir():
+        pytest.skip("offline data not found")
+    url = f"sqlite:///{folder / 'studies.db'}"
+    spec = load_study(write_study(folder, name, text))
+    if enqueue:
+        study, _ = open_study(spec, open_storage(url))
+        study.enqueue_trial(enqueue)
+    quiet = SearchOptions(storage=url, evaluate_test=False, summary=False)
+    run_search(spec, quiet, echo=lambda _: None)
+    return spec, url
+
+
+@pytest.fixture(scope="module")
+def built_in(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A finished built-in study: the baseline (L2 and dropout) and one sampled trial."""
+    return _searched(tmp_path_factory.mktemp("built_in"), "tiny_export", BUILT_IN)
+
+
+@pytest.fixture(scope="module")
+def hypermodel(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A finished hypermodel study with one trial: conditional L2 on, batch size from fit()."""
+    folder = tmp_path_factory.mktemp("hypermodel")
+    return _searched(folder, "kt_export", HYPERMODEL, enqueue=HYPERMODEL_TRIAL)
+
+
+def _check_export(spec: Any, url: str, out: Path, trial: int | None = None) -> dict[str, Any]:
+    """Export, then check the file, its JSON, its score and the printed code; return the JSON."""
+    lines: list[str] = []
+    options = SearchOptions(storage=url)
+    result = export_stored(
+        spec, options, trial_number=trial, out_dir=out, code=True, echo=lines.append
+    )
+    assert result.verified, lines
+    study = open_stored_study(spec, url)
+    stored = study.trials[result.trial] if trial is not None else study.best_trial
+    # The file loads in plain Keras and scores, as the search measures, what the trial stored.
+    model = keras.models.load_model(result.model_path)
+    data = prepare_data(spec, options)
+    loss, _ = data.evaluate(model, "val")
+    assert loss == pytest.approx(stored.user_attrs["val_loss_best"], rel=DEFAULT_RTOL)
+    record = json.loads(result.json_path.read_text(encoding="utf-8"))
+    assert record["trial"] == stored.number and record["seed"] == stored.user_attrs["seed"]
+    assert record["epochs"] == stored.user_attrs["best_epoch"]
+    assert record["verification"]["verified"] is True
+    assert record["metrics"]["val_loss_best"] == stored.user_attrs["val_loss_best"]
+    # The printed code is valid Python that builds a model of the same size.
+    code = lines[-1]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "trial.py", "exec"), namespace)
+    assert namespace["build_model"]().count_params() == model.count_params()
+    assert "def train(" in code
+    return record
+
+
+def test_export_of_the_best_built_in_trial(built_in: Any, tmp_path: Path) -> None:
+    spec, url = built_in
+    record = _check_export(spec, url, tmp_path)
+    assert set(record["model_params"]) >= {"layers", "units", "l2", "dropout", "optimizer"}
+
+
+def test_plain_keras_code_has_every_setting(built_in: Any) -> None:
+    spec, url = built_in
+    study = open_stored_study(spec, url)
+    baseline = study.trials[0]  # layers 2, units 12, L2 0.001, dropout 0.2, batch 32, adam 0.005
+    code = keras_code(spec, baseline, prepare_data(spec, SearchOptions()).dataset)
+    for needle in (
+        "keras.Input(shape=(8,))",
+        'keras.layers.Dense(12, activation="relu", kernel_regularizer=',
+        "keras.regularizers.L2(0.001))",
+        "keras.layers.Dropout(0.2, seed=5)",
+        'keras.layers.Dense(1, activation="sigmoid")',
+        "keras.optimizers.Adam(learning_rate=0.005)",
+        'loss="binary_crossentropy"',
+        "batch_size=32",
+        f"epochs={baseline.user_attrs['best_epoch']}",
+        "keras.utils.set_random_seed(5)",
+    ):
+        assert needle in code, needle
+    assert code.count("keras.layers.Dense(12") == 2
+
+
+def test_rerun_reproduces_a_stored_trial(built_in: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, url = built_in
+    assert main(["rerun", str(spec.path), "1", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "reproduced" in out and "NOT" not in out
+
+
+def test_rerun_of_a_trial_that_does_not_reproduce_exits_1(
+    built_in: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, url = built_in
+    study = open_stored_study(spec, url)
+    real = study.trials[0]
+    first = real.user_attrs["val_curve"][0] * 0.9  # as if another library had stored it
+    forged = optuna.trial.create_trial(
+        params=real.params,
+        distributions=real.distributions,
+        value=first,
+        user_attrs={**real.user_attrs, "val_curve": [first], "epochs_run": 1, "best_epoch": 1},
+    )
+    study.add_trial(forged)
+    number = len(study.trials) - 1
+    assert main(["rerun", str(spec.path), str(number), "--storage", url]) == 1
+    assert "NOT reproduced" in capsys.readouterr().out
+
+
+def test_export_and_rerun_of_a_hypermodel_trial(hypermodel: Any, tmp_path: Path) -> None:
+    spec, url = hypermodel
+    study = open_stored_study(spec, url)
+    assert study.best_trial.state == TrialState.COMPLETE
+    record = _check_export(spec, url, tmp_path, trial=0)
+    assert record["model_params"] == HYPERMODEL_TRIAL  # rebuilt through the hypermodel
+    assert record["hypermodel"]["build"] == "PimaHyperModel"
+    lines: list[str] = []
+    result = rerun_stored(spec, SearchOptions(storage=url), 0, echo=lines.append)
+    assert result.reproduced and result.curve_max_rel_diff <= DEFAULT_RTOL, lines
+
+
+def test_export_errors_are_one_line(built_in: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    spec, url = built_in
+    assert main(["export", str(spec.path), "--trial", "99", "--storage", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no trial 99" in err and "\n" not in err
