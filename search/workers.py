@@ -1071,9 +1071,9 @@ def run_workers(study_ref: str, n: int, options: SearchOptions, echo: Echo = pri
 
     Everything that can be wrong with the input is checked here before any worker starts:
     the study file, the storage URL (opened, study created or resumed, baselines enqueued
-    once) and the data (loaded, without TensorFlow). The workers share one trial budget
-    (:func:`run_trials`); only this process evaluates the best trial on the test split and
-    prints the summary.
+    once), the data (loaded, without building tensors) and a ``[hypermodel]`` (imported).
+    The workers share one trial budget (:func:`run_trials`); only this process evaluates the
+    best trial on the test split and prints the summary.
 
     Returns:
         0 if every worker exited with 0, else 1.
@@ -1103,6 +1103,10 @@ def run_workers(study_ref: str, n: int, options: SearchOptions, echo: Echo = pri
     storage = open_worker_storage(url, liveness)
     dataset = load_dataset(spec.data.source, spec.data.options, data_context(spec, options))
     del dataset  # checked; the workers load their own copy
+    if spec.hypermodel is not None:  # importable, names a hypermodel
+        from search.hypermodel import load_hypermodel
+
+        load_hypermodel(spec)
     with study_lock(storage, spec.name):
         study, created = open_study(spec, storage, options.seed_offset)
     target = options.trials or spec.trials
