@@ -38,7 +38,7 @@ import tensorflow as tf  # noqa: E402
 
 from search.data import DataContext, load_dataset  # noqa: E402
 from search.model import build_model  # noqa: E402
-from search.training import PreparedData  # noqa: E402
+from search.training import PreparedData, wants_sparse_input  # noqa: E402
 
 BOOK = {
     "layers": 2,
