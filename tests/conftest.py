@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+PG_SKIP_REASON = "PostgreSQL not answering at 127.0.0.1:5432"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,6 +36,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"offline data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The PostgreSQL test database, or a skip when the server does not answer."""
+    try:
+        import psycopg
+
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3
+        ):
+            pass
+    except Exception:
+        pytest.skip(PG_SKIP_REASON)
+    yield PG_URL
 
 
 def write_study(folder: Path, name: str, text: str) -> Path:

@@ -6,7 +6,6 @@ import math
 import multiprocessing
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -26,9 +25,6 @@ from search.storage import (
     resolve_storage_url,
     with_retry,
 )
-
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-PG_SKIP_REASON = "PostgreSQL not answering at 127.0.0.1:5432"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -294,21 +290,6 @@ def _assert_same_study(a: optuna.Study, b: optuna.Study) -> None:
         assert ta.system_attrs == tb.system_attrs
         assert ta.datetime_start == tb.datetime_start
         assert ta.datetime_complete == tb.datetime_complete
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The PostgreSQL test database, or a skip when the server does not answer."""
-    try:
-        import psycopg
-
-        with psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3
-        ):
-            pass
-    except Exception:
-        pytest.skip(PG_SKIP_REASON)
-    yield PG_URL
 
 
 def _unique_name(prefix: str) -> str:

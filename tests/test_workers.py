@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,7 @@ from tests.conftest import TINY_MEMORIZE, write_study
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = [sys.executable, "-m", "search.workers_bench"]
 CLI = [sys.executable, "-m", "search"]
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PG_SECRET_URL = "postgresql://postgres:s3cret-pw@127.0.0.1:5432/test"  # trust auth ignores it
-PG_SKIP_REASON = "PostgreSQL not answering at 127.0.0.1:5432"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 FAST_LIVENESS = {HEARTBEAT_ENV: "1", GRACE_ENV: "3"}
 
@@ -58,21 +55,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """The PostgreSQL test database, or a skip when the server does not answer."""
-    try:
-        import psycopg
-
-        with psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3
-        ):
-            pass
-    except Exception:
-        pytest.skip(PG_SKIP_REASON)
-    yield PG_URL
 
 
 def _name(prefix: str) -> str:
