@@ -12,6 +12,7 @@ HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 OUT ?=
 BENCH_ARGS ?=
+BUDGET ?= 900
 
 # Offline copies of the data sets, when this checkout sits beside them (never required).
 ifneq ($(wildcard ../shared/data),)
@@ -21,7 +22,7 @@ endif
 opt = $(if $(2),$(1) $(2))
 STORAGE_OPT = $(call opt,--storage,$(STORAGE))
 
-.PHONY: install search list show validate dashboard report workers test lint format bench clean-venv
+.PHONY: install search list show validate dashboard report workers test lint format bench bench-search clean-venv
 
 install: $(VENV)/.installed
 
@@ -72,3 +73,6 @@ clean-venv:
 
 bench: install
 	$(BIN)/python -m benchmarks.bench_training $(BENCH_ARGS)
+
+bench-search: install
+	$(BIN)/python -m benchmarks.bench_search --budget $(BUDGET)

@@ -1,0 +1,447 @@
+"""``make bench-search``: P4 search efficiency, one section of BENCHMARKS.md.
+
+Three engines search the same space (``spaces/imdb_generalize.toml``: 1-3 layers, 4-512 units,
+L2 off or 1e-6-1e-2, dropout 0-0.7, batch 64-1024, learning rate 1e-4-1e-2, RMSprop or Adam) on
+the same IMDB split, one after another on the same machine, each with the same wall-clock budget
+S (no trial starts after S seconds; the running one finishes, as ``capsearch run --timeout``):
+
+* (a) this service: ``run_search`` on imdb_generalize without its baselines, TPE + Hyperband
+  pruning, into a temporary SQLite storage;
+* (b) the same with Optuna's pruning off (``[pruner] name = "none"``);
+* (c) KerasTuner's ``Hyperband`` (max epochs = the study's 20, factor 3) on
+  ``benchmarks/imdb_hypermodel.py``, the same space written against KerasTuner's API, with the
+  objective ``val_data_loss`` (the validation data loss without the L2 penalty, measured by Keras
+  in inference mode) and early stopping with the study's patience, like the service's trials.
+
+Each engine's best validation data loss over time is recorded per finished trial; the section
+gives every final best, when each engine first reached KerasTuner's final best, the goal "this
+service reaches KerasTuner's final best in <= 1/3 of KerasTuner's time and ends lower", and a PNG
+of the three curves. An existing P4 section of the output file is replaced; the rest is kept.
+
+Usage: ``python -m benchmarks.bench_search --budget S [--out FILE] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# The service's runs read the IMDB cache where bench_training's context() puts it.
+os.environ.setdefault("CAPSEARCH_CACHE", str(ROOT / "storage" / "cache"))
+
+from benchmarks.bench_training import context, machine  # noqa: E402
+
+SECTION = "## P4 search efficiency"
+STUDY = "imdb_generalize"
+TRIAL_CAP = 10_000  # the budget, not the trial count, ends every search
+QUICK_EPOCHS = 2
+ENGINES = {
+    "capsearch": "this service: TPE + Hyperband pruning",
+    "optuna_nopruning": "Optuna TPE, no pruning",
+    "keras_tuner": "KerasTuner Hyperband",
+}
+Point = dict[str, Any]  # one finished trial: t (s since start), loss, complete, epochs
+
+
+def study_spec(quick: bool) -> Any:
+    """imdb_generalize without baselines (the engines start from nothing alike)."""
+    from search.studyfile import load_study
+
+    spec = load_study(STUDY)
+    spec = dataclasses.replace(spec, baselines=())
+    if quick:
+        spec = dataclasses.replace(
+            spec, training=dataclasses.replace(spec.training, epochs=QUICK_EPOCHS)
+        )
+    return spec
+
+
+# -- (a), (b): this service on Optuna -------------------------------------------------------------
+
+
+def run_optuna(spec: Any, budget: float, storage_dir: Path, key: str) -> dict[str, Any]:
+    """``run_search`` into a fresh SQLite file for ``budget`` seconds; its finished trials."""
+    import optuna
+
+    from search.runner import SearchOptions, run_search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ctx = context()
+    options = SearchOptions(
+        trials=TRIAL_CAP,
+        timeout=budget,
+        storage=f"sqlite:///{storage_dir / f'{key}.db'}",
+        data_dir=ctx.data_dir,
+        offline=True,
+        evaluate_test=False,
+        trial_plots=False,
+        summary=False,
+    )
+    study = run_search(spec, options, echo=lambda line: print(f"  [{key}] {line}", flush=True))
+    return optuna_points(study)
+
+
+def optuna_points(study: Any) -> dict[str, Any]:
+    """Finished trials by completion time, counted from the first trial's start.
+
+    A complete trial counts with its value (its best epoch's validation data loss); a pruned trial
+    with the best validation data loss it reported before it was stopped: KerasTuner's Hyperband
+    ranks its short, early-bracket trials the same way, so both curves count every model trained.
+    """
+    from optuna.trial import TrialState
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
+    if not trials:
+        return {"points": [], "seconds": 0.0, "trials": 0, "pruned": 0, "epochs": 0}
+    start = min(t.datetime_start for t in trials)
+    points: list[Point] = []
+    for t in trials:
+        if t.datetime_complete is None or t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        reported = [v for v in t.intermediate_values.values() if math.isfinite(v)]
+        complete = t.state == TrialState.COMPLETE
+        loss = t.values[0] if complete else min(reported, default=None)
+        points.append(
+            {
+                "t": (t.datetime_complete - start).total_seconds(),
+                "loss": loss,
+                "complete": complete,
+                "epochs": len(t.intermediate_values),
+            }
+        )
+    points.sort(key=lambda p: p["t"])
+    end = max(t.datetime_complete or t.datetime_start for t in trials)
+    return {
+        "points": points,
+        "seconds": (end - start).total_seconds(),
+        "trials": len(points),
+        "pruned": sum(not p["complete"] for p in points),
+        "epochs": sum(p["epochs"] for p in points),
+    }
+
+
+# -- (c): KerasTuner's Hyperband ------------------------------------------------------------------
+
+
+def run_keras_tuner_hyperband(spec: Any, budget: float, directory: Path) -> dict[str, Any]:
+    """KerasTuner's Hyperband on the mirrored hypermodel, objective ``val_data_loss``.
+
+    ``search.kt_compare.run_keras_tuner`` ranks by Keras' ``val_loss`` (L2 penalty included), so
+    the tuner is driven here, with that module's deadline and TensorBoard workaround.
+    """
+    import keras
+    import keras_tuner
+
+    from benchmarks.imdb_hypermodel import ImdbHyperModel
+    from search.data import load_dataset
+    from search.kt_compare import (
+        ENDLESS_ITERATIONS,
+        HYPERBAND_FACTOR,
+        _deadline_tuner,
+        _weights_only_loads,
+    )
+
+    ds = load_dataset(spec.data.source, spec.data.options, context())
+    points: list[Point] = []
+    trained: dict[str, int] = {}  # epochs run per trial (early stopping included)
+    clock = {"start": time.perf_counter()}
+    deadline = time.monotonic() + budget
+
+    class RecordingHyperband(_deadline_tuner(keras_tuner.Hyperband, deadline)):  # type: ignore[misc]
+        def on_epoch_end(self, trial: Any, model: Any, epoch: int, logs: Any = None) -> None:
+            super().on_epoch_end(trial, model, epoch, logs)
+            trained[trial.trial_id] = trained.get(trial.trial_id, 0) + 1
+
+        def on_trial_end(self, trial: Any) -> None:
+            super().on_trial_end(trial)  # the oracle scores the trial: its best val_data_loss
+            stored = self.oracle.trials[trial.trial_id]
+            score = stored.score
+            ok = stored.status == "COMPLETED" and score is not None and math.isfinite(score)
+            points.append(
+                {
+                    "t": time.perf_counter() - clock["start"],
+                    "loss": float(score) if ok else None,
+                    "complete": ok,
+                    "epochs": trained.get(trial.trial_id, 0),  # this trial's own, not its parent's
+                }
+            )
+
+    tuner = RecordingHyperband(
+        ImdbHyperModel(),
+        objective=keras_tuner.Objective("val_data_loss", direction="min"),
+        max_epochs=spec.training.epochs,
+        factor=HYPERBAND_FACTOR,
+        hyperband_iterations=ENDLESS_ITERATIONS,
+        seed=spec.sampler.seed,
+        directory=str(directory),
+        project_name="hyperband",
+        overwrite=True,
+    )
+    callbacks = []
+    if spec.training.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_data_loss", patience=spec.training.patience)
+        )
+    keras.utils.set_random_seed(spec.training.seed)
+    clock["start"] = time.perf_counter()
+    try:
+        with _weights_only_loads():
+            tuner.search(
+                ds.x_train,
+                ds.y_train,
+                validation_data=(ds.x_val, ds.y_val),
+                epochs=spec.training.epochs,
+                callbacks=callbacks,
+                verbose=0,
+            )
+    except RuntimeError as exc:  # KerasTuner: "Number of consecutive failures exceeded..."
+        print(f"  [keras_tuner] stopped: {exc}", flush=True)
+    seconds = time.perf_counter() - clock["start"]
+    print(f"  [keras_tuner] {len(points)} trials in {seconds:.1f} s", flush=True)
+    return {
+        "points": points,
+        "seconds": seconds,
+        "trials": len(points),
+        "pruned": None,
+        "epochs": sum(trained.values()),
+    }
+
+
+# -- analysis -------------------------------------------------------------------------------------
+
+
+def best_so_far(points: list[Point], complete_only: bool = False) -> list[tuple[float, float]]:
+    """(seconds, best loss so far) at each improvement."""
+    curve: list[tuple[float, float]] = []
+    for p in points:
+        if p["loss"] is None or (complete_only and not p["complete"]):
+            continue
+        if not curve or p["loss"] < curve[-1][1]:
+            curve.append((p["t"], p["loss"]))
+    return curve
+
+
+def first_reach(curve: list[tuple[float, float]], target: float | None) -> float | None:
+    """When the curve first got to ``target`` or lower; ``None``: never."""
+    if target is None:
+        return None
+    return next((t for t, loss in curve if loss <= target), None)
+
+
+def analyse(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    for run in runs.values():
+        run["curve"] = best_so_far(run["points"])
+        run["final"] = run["curve"][-1][1] if run["curve"] else None
+        completed = best_so_far(run["points"], complete_only=True)
+        run["final_complete"] = completed[-1][1] if completed else None
+    kt = runs["keras_tuner"]
+    target = kt["final"]
+    for run in runs.values():
+        run["reach"] = first_reach(run["curve"], target)
+    ours = runs["capsearch"]
+    kt_time = kt["reach"]
+    goal = (
+        target is not None
+        and ours["final"] is not None
+        and ours["reach"] is not None
+        and kt_time is not None
+        and ours["reach"] <= kt_time / 3
+        and ours["final"] < target
+    )
+    return {"target": target, "kt_time": kt_time, "goal_met": goal}
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def plot(runs: dict[str, dict[str, Any]], target: float | None, budget: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+    for key, run in runs.items():
+        curve = run["curve"]
+        if not curve:
+            continue
+        xs = [t for t, _ in curve] + [max(run["seconds"], curve[-1][0])]
+        ys = [loss for _, loss in curve] + [curve[-1][1]]
+        style = "--" if key == "optuna_nopruning" else "-"  # (a) and (b) may coincide early
+        ax.step(xs, ys, where="post", linestyle=style, label=ENGINES[key])
+    if target is not None:
+        ax.axhline(target, color="gray", linestyle=":", linewidth=1)
+    ax.axvline(budget, color="gray", linestyle="--", linewidth=1)
+    ax.set_xlabel("seconds since the search started (dashed: budget)")
+    ax.set_ylabel("best validation data loss")
+    ax.set_title("P4: best-so-far on IMDB (dotted: KerasTuner's final best)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    return "never" if value is None else f"{value:.4f}" if not unit else f"{value:.0f} {unit}"
+
+
+def render(
+    runs: dict[str, dict[str, Any]],
+    verdict: dict[str, Any],
+    *,
+    budget: float,
+    epochs: int,
+    quick: bool,
+    png: str,
+    seconds: float,
+) -> str:
+    target, kt_time = verdict["target"], verdict["kt_time"]
+    ours = runs["capsearch"]
+    quick_note = f" Quick smoke run ({epochs}-epoch cap): not a measurement." if quick else ""
+    lines = [
+        f"{SECTION} (IMDB, imdb_generalize space, {budget:g} s per engine)",
+        "",
+        f"Measured by `make bench-search` on {time.strftime('%Y-%m-%d')}: {machine()}. "
+        f"The three engines ran one after another, each with a wall-clock budget of {budget:g} s "
+        f"(no trial starts later; the running one finishes), epoch cap {epochs}, no baselines. "
+        f"Whole run: {seconds:.0f} s.{quick_note}",
+        "",
+        "| engine | finished trials | epochs trained | search s | final best val data loss "
+        "| complete trials only | first reached KerasTuner's final best |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, run in runs.items():
+        trials = str(run["trials"])
+        if run["pruned"] is not None:
+            trials += f" ({run['pruned']} pruned)"
+        reach = "never" if run["reach"] is None else f"{run['reach']:.0f} s"
+        lines.append(
+            f"| {ENGINES[key]} | {trials} | {run['epochs']} | {run['seconds']:.0f} "
+            f"| {_num(run['final'])} | {_num(run['final_complete'])} | {reach} |"
+        )
+    if kt_time is not None and target is not None:
+        reached = "never" if ours["reach"] is None else f"{ours['reach']:.0f} s"
+        goal = (
+            f"Goal: this service reaches KerasTuner's final best ({target:.4f}, which KerasTuner "
+            f"reached after {kt_time:.0f} s) within {kt_time / 3:.0f} s (1/3) and ends lower: "
+            f"reached at {reached}, final {_num(ours['final'])} - "
+            f"**{'met' if verdict['goal_met'] else 'not met'}**."
+        )
+    else:
+        goal = "Goal: not judged, KerasTuner finished no trial - **not met**."
+    lines += [
+        "",
+        goal,
+        "",
+        "Best-so-far is the lowest validation data loss (binary cross-entropy without the L2 "
+        "penalty, in inference mode) among the trials finished so far, stamped when each trial "
+        "finished, counted from the engine's first trial start (data loading excluded for all). "
+        "Optuna: a complete trial counts with its value (its best epoch); a pruned trial with the "
+        "best value it reported before it was stopped, as KerasTuner's Hyperband counts its short "
+        "early-bracket trials too; the column 'complete trials only' is what Optuna itself calls "
+        "the best. KerasTuner: the oracle's score of each trial (best `val_data_loss` over its "
+        "epochs, from a `data_loss` metric compiled into the hypermodel), read in the tuner's "
+        "`on_trial_end`; its trials stop early with the study's patience like the service's. "
+        "A trial of a later Hyperband bracket continues from its parent's checkpoint, so its "
+        "epochs are counted once.",
+        "",
+        f"![P4 best-so-far validation data loss]({png})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def merge_section(text: str, section: str) -> str:
+    """``text`` with its P4 section replaced by ``section``, or ``section`` appended.
+
+    Example:
+        >>> merge_section("# B\\n\\n## P1\\n\\nx\\n", "## P4 search efficiency\\n\\ny\\n")
+        '# B\\n\\n## P1\\n\\nx\\n\\n## P4 search efficiency\\n\\ny\\n'
+    """
+    if not text.strip():
+        return "# Benchmarks\n\n" + section
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.startswith(SECTION)), None)
+    if start is None:
+        return text.rstrip("\n") + "\n\n" + section
+    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), None)
+    rest = "" if end is None else "\n" + "".join(lines[end:])
+    return "".join(lines[:start]) + section + rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, required=True, help="seconds per engine")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a smoke test: {QUICK_EPOCHS}-epoch cap"
+    )
+    args = parser.parse_args(argv)
+    if args.budget <= 0:
+        parser.error("--budget must be positive")
+    out: Path = args.out
+    default = out.resolve() == (ROOT / "BENCHMARKS.md").resolve()
+    png = (ROOT / "benchmarks" if default else out.parent) / "p4_search.png"
+
+    import keras
+
+    spec = study_spec(args.quick)
+    start = time.perf_counter()
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="capsearch-p4-") as tmp:
+        folder = Path(tmp)
+        for key, engine_spec in (
+            ("capsearch", spec),
+            ("optuna_nopruning", dataclasses.replace(spec, pruner=_no_pruner())),
+        ):
+            print(f"running {key} ({ENGINES[key]}), {args.budget:g} s...", flush=True)
+            runs[key] = run_optuna(engine_spec, args.budget, folder, key)
+            keras.backend.clear_session()
+            gc.collect()
+        print(f"running keras_tuner ({ENGINES['keras_tuner']}), {args.budget:g} s...", flush=True)
+        runs["keras_tuner"] = run_keras_tuner_hyperband(spec, args.budget, folder / "kt")
+    verdict = analyse(runs)
+    seconds = time.perf_counter() - start
+
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plot(runs, verdict["target"], args.budget, png)
+    section = render(
+        runs,
+        verdict,
+        budget=args.budget,
+        epochs=spec.training.epochs,
+        quick=args.quick,
+        png=os.path.relpath(png, out.resolve().parent),
+        seconds=seconds,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    old = out.read_text(encoding="utf-8") if out.exists() else ""
+    out.write_text(merge_section(old, section), encoding="utf-8")
+    raw = {"budget": args.budget, "quick": args.quick, **verdict, "runs": runs}
+    png.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
+    print(section)
+    print(f"wrote {out}, {png} and {png.with_suffix('.json')}")
+    return 0
+
+
+def _no_pruner() -> Any:
+    from search.studyfile import PrunerSpec
+
+    return PrunerSpec(name="none")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
