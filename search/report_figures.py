@@ -250,7 +250,7 @@ def capacity_figure(study: optuna.Study) -> ReportFigure:
     figure.update_layout(
         title=title,
         xaxis={"title": "parameter count", "type": "log"},
-        yaxis={"title": "best-epoch loss (data loss)", "type": "log" if log_y else "linear"},
+        yaxis={"title": "lowest loss reached (data loss)", "type": "log" if log_y else "linear"},
         legend={"orientation": "h", "y": -0.18},
     )
     return ReportFigure(
