@@ -14,9 +14,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from search.errors import FatalError, SearchError
+
+if TYPE_CHECKING:
+    from search.runner import SearchOptions
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -32,17 +35,11 @@ def _quiet_libraries() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.runner import SearchOptions, run_search
+    from search.runner import run_search
     from search.studyfile import load_study
 
     spec = load_study(args.study)
-    options = SearchOptions(
-        trials=args.trials,
-        timeout=args.timeout,
-        storage=args.storage,
-        data_dir=args.data_dir,
-        offline=args.offline,
-    )
+    options = _search_options(args)
     _quiet_libraries()
     run_search(spec, options, echo=_echo)
     return 0
@@ -93,7 +90,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from search.runner import SearchOptions, run_search
+    from search.runner import run_search
     from search.studyfile import load_study
     from search.workers import StopSignals, WorkerStopped, default_worker_id, seed_offset_for
 
@@ -104,12 +101,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         # Library warnings and log records carry the worker id too.
         logging.basicConfig(format=f"[{worker}] %(levelname)s %(name)s: %(message)s")
         logging.captureWarnings(True)
-        options = SearchOptions(
-            trials=args.trials,
-            timeout=args.timeout,
-            storage=args.storage,
-            data_dir=args.data_dir,
-            offline=args.offline,
+        options = _search_options(
+            args,
             worker=worker,
             seed_offset=seed_offset_for(worker),
             evaluate_test=not args.no_summary,
@@ -130,16 +123,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    from search.runner import SearchOptions
     from search.workers import run_workers
 
-    options = SearchOptions(
-        trials=args.trials,
-        timeout=args.timeout,
-        storage=args.storage,
-        data_dir=args.data_dir,
-        offline=args.offline,
-    )
+    options = _search_options(args)
     _quiet_libraries()
     return run_workers(args.study, args.n, options, echo=_echo)
 
@@ -158,17 +144,10 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 def cmd_kt(args: argparse.Namespace) -> int:
     from search.kt_compare import compare_with_keras_tuner
-    from search.runner import SearchOptions
     from search.studyfile import load_study
 
     spec = load_study(args.study)
-    options = SearchOptions(
-        trials=args.trials,
-        timeout=args.timeout,
-        storage=args.storage,
-        data_dir=args.data_dir,
-        offline=args.offline,
-    )
+    options = _search_options(args)
     _quiet_libraries()
     compare_with_keras_tuner(
         spec,
@@ -183,11 +162,10 @@ def cmd_kt(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from search.export import export_stored
-    from search.runner import SearchOptions
     from search.studyfile import load_study
 
     spec = load_study(args.study)
-    options = SearchOptions(storage=args.storage, data_dir=args.data_dir, offline=args.offline)
+    options = _search_options(args)
     _quiet_libraries()
     result = export_stored(
         spec, options, trial_number=args.trial, out_dir=args.out, code=args.code, echo=_echo
@@ -197,15 +175,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     from search.replay import DEFAULT_RTOL, rerun_stored
-    from search.runner import SearchOptions
     from search.studyfile import load_study
 
     spec = load_study(args.study)
-    options = SearchOptions(storage=args.storage, data_dir=args.data_dir, offline=args.offline)
+    options = _search_options(args)
     _quiet_libraries()
     tolerance = args.tolerance if args.tolerance is not None else DEFAULT_RTOL
     result = rerun_stored(spec, options, args.trial, rel_tol=tolerance, echo=_echo)
     return 0 if result.reproduced else EXIT_FAILED
+
+
+def _search_options(args: argparse.Namespace, **extra: Any) -> SearchOptions:
+    """The run settings commands share, from their flags (flags a command lacks stay unset)."""
+    from search.runner import SearchOptions
+
+    return SearchOptions(
+        trials=getattr(args, "trials", None),
+        timeout=getattr(args, "timeout", None),
+        storage=args.storage,
+        data_dir=args.data_dir,
+        offline=args.offline,
+        **extra,
+    )
 
 
 def _echo(line: str) -> None:
