@@ -284,7 +284,15 @@ def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStor
     if storage.engine.dialect.name == "sqlite" and database and database != ":memory:":
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
         storage.engine.dispose()  # connections opened so far get it too
+    elif storage.engine.dialect.name == "postgresql" and _pg_async_commit_wanted():
+        sqlalchemy.event.listen(storage.engine, "connect", _postgresql_asynchronous_commit)
+        storage.engine.dispose()
     return storage
+
+
+def _pg_async_commit_wanted() -> bool:
+    """``CAPSEARCH_PG_SYNCHRONOUS_COMMIT=on`` keeps PostgreSQL's default (wait for the disk)."""
+    return os.environ.get("CAPSEARCH_PG_SYNCHRONOUS_COMMIT", "off").strip().lower() != "on"
 
 
 def _sqlite_synchronous_normal(dbapi_connection: Any, record: Any) -> None:
@@ -295,6 +303,21 @@ def _sqlite_synchronous_normal(dbapi_connection: Any, record: Any) -> None:
     this saves about ten fsyncs (2.5 ms each on this project's CI disk).
     """
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _postgresql_asynchronous_commit(dbapi_connection: Any, record: Any) -> None:
+    """``synchronous_commit=off`` for this worker's sessions: a commit no longer waits for the
+    server's WAL flush.
+
+    The PostgreSQL counterpart of :func:`_sqlite_synchronous_normal`: never corrupts, survives
+    any worker or client crash; only a crash of the database server may undo the commits of
+    its last ~0.6 s (3 x ``wal_writer_delay``), whose trials are then failed by the heartbeat
+    check and run again. The study lock's critical section ends with a commit, so this cuts
+    the time each trial holds it.
+    """
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+    dbapi_connection.commit()
 
 
 def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:

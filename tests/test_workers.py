@@ -284,6 +284,24 @@ def test_eight_workers_on_postgresql_finish_exactly_400(pg_url: str) -> None:
         _delete(pg_url, name)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(("setting", "expected"), [(None, "off"), ("on", "on")])
+def test_worker_postgresql_sessions_commit_without_waiting_for_the_disk(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, setting: str | None, expected: str
+) -> None:
+    if setting is None:
+        monkeypatch.delenv("CAPSEARCH_PG_SYNCHRONOUS_COMMIT", raising=False)
+    else:
+        monkeypatch.setenv("CAPSEARCH_PG_SYNCHRONOUS_COMMIT", setting)
+    storage = open_worker_storage(pg_url, liveness_settings(1, 3, 3))
+    try:
+        with storage.engine.connect() as connection:
+            shown = connection.execute(sqlalchemy.text("SHOW synchronous_commit")).scalar()
+        assert shown == expected
+    finally:
+        storage.engine.dispose()
+
+
 # --------------------------------------------------------------------------------------------
 # Dead and stopped workers
 # --------------------------------------------------------------------------------------------
