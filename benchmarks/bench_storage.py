@@ -76,18 +76,6 @@ def postgres_answers(url: str) -> bool:
         return False
 
 
-def delete_study(url: str, name: str) -> None:
-    import optuna
-
-    storage = optuna.storages.RDBStorage(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    try:
-        storage.delete_study(storage.get_study_id_from_name(name))
-    except KeyError:
-        pass
-    finally:
-        storage.engine.dispose()
-
-
 def row(backend: str, workers: int, trials: int, r: dict[str, Any], note: str = "") -> str:
     rate = r["trials"] / r["span_s"] if r["span_s"] else float("nan")
     finished = f"{r['finished']}" + ("" if r["finished"] == trials else f" (target {trials})")
@@ -108,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import optuna
     import sqlalchemy
+
+    from search.storage.studies import delete_study_if_present
 
     backends = ["sqlite"]
     if not args.no_postgres:
@@ -135,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         result = run_one(PG_URL, name, workers, args.trials)
                     finally:
-                        delete_study(PG_URL, name)
+                        delete_study_if_present(PG_URL, name)
                 print(row(backend, workers, args.trials, result), flush=True)
         if not args.no_race:
             name = f"race-{uuid.uuid4().hex[:8]}"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from search.storage import DEFAULT_STORAGE_DIR
+from search.storage.urls import DEFAULT_STORAGE_DIR
 
 if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore

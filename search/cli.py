@@ -92,7 +92,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from search.runner import run_search
     from search.studyfile import load_study
-    from search.workers import StopSignals, WorkerStopped, default_worker_id, seed_offset_for
+    from search.workers.stop_signals import StopSignals, WorkerStopped
+    from search.workers.trial_loop import default_worker_id, seed_offset_for
 
     signals = StopSignals()
     with signals.installed():  # from the start: a stop while loading ends the worker cleanly
@@ -123,7 +124,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    from search.workers import run_workers
+    from search.workers.launcher import run_workers
 
     options = _search_options(args)
     _quiet_libraries()
@@ -131,7 +132,8 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from search.storage import copy_study, mask_url, resolve_storage_url
+    from search.storage.studies import copy_study
+    from search.storage.urls import mask_url, resolve_storage_url
 
     source = resolve_storage_url(args.from_url)
     count = copy_study(args.study, source, args.to_url)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from search.storage import mask_url, open_storage, resolve_storage_url
+from search.storage.opening import open_storage
+from search.storage.urls import mask_url, resolve_storage_url
 
 LOOPBACK = "127.0.0.1"
 

@@ -27,7 +27,7 @@ from search.replay import (
     stored_value,
     trial_seed,
 )
-from search.storage import DEFAULT_STORAGE_DIR
+from search.storage.urls import DEFAULT_STORAGE_DIR
 
 if TYPE_CHECKING:
     import optuna

@@ -6,7 +6,9 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import StorageError
-from search.storage import list_studies, mask_url, open_storage, resolve_storage_url
+from search.storage.opening import open_storage
+from search.storage.studies import list_studies
+from search.storage.urls import mask_url, resolve_storage_url
 from search.studyfile import known_studies
 from search.summary import comparison_table, format_params, pareto_lines, table, trial_params
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from search.errors import HypermodelError
-from search.storage import DEFAULT_STORAGE_DIR
+from search.storage.urls import DEFAULT_STORAGE_DIR
 
 if TYPE_CHECKING:
     import optuna

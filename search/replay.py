@@ -19,7 +19,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ReplayError
-from search.storage import mask_url, open_storage, resolve_storage_url
+from search.storage.opening import open_storage
+from search.storage.urls import mask_url, resolve_storage_url
 
 if TYPE_CHECKING:
     from search.objective import TrainingRun

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import optuna
 
 from search.errors import StorageError
-from search.storage import DEFAULT_STORAGE_DIR, mask_url, open_storage, resolve_storage_url
+from search.storage.opening import open_storage
+from search.storage.urls import DEFAULT_STORAGE_DIR, mask_url, resolve_storage_url
 
 if TYPE_CHECKING:
     from search.report_figures import ReportFigure

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from search.storage import mask_url, resolve_storage_url
+from search.storage.urls import mask_url, resolve_storage_url
 from search.summary import format_trial_line
 
 if TYPE_CHECKING:
     from search.studyfile import StudySpec
     from search.training import PreparedData
-    from search.workers import StopSignals
+    from search.workers.stop_signals import StopSignals
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 Echo = Callable[[str], None]
@@ -59,7 +59,7 @@ class SearchOptions:
 def data_context(spec: StudySpec, options: SearchOptions) -> Any:
     """Where the study's data is looked for and cached."""
     from search.data import DataContext
-    from search.storage import DEFAULT_STORAGE_DIR
+    from search.storage.urls import DEFAULT_STORAGE_DIR
 
     env_dir = os.environ.get("CAPSEARCH_DATA")
     data_dir = options.data_dir or (Path(env_dir) if env_dir else None)
@@ -207,14 +207,11 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
     """
     from search.notes import update_study_note
     from search.summary import print_summary
-    from search.workers import (
-        TrialsKeepFailing,
-        WorkerStopped,
-        liveness_settings,
-        open_worker_storage,
-        run_trials,
-        study_lock,
-    )
+    from search.workers.liveness import liveness_settings
+    from search.workers.stop_signals import WorkerStopped
+    from search.workers.study_lock import study_lock
+    from search.workers.trial_loop import TrialsKeepFailing, run_trials
+    from search.workers.worker_storage import open_worker_storage
 
     url = resolve_storage_url(options.storage)
     liveness = liveness_settings(

@@ -27,16 +27,13 @@ import optuna
 
 from search.devices import INTRA_OP_ENV
 from search.runner import FINISHED
-from search.storage import mask_url, resolve_storage_url
-from search.workers import (
-    StopSignals,
-    launch_workers,
-    liveness_settings,
-    open_worker_storage,
-    run_trials,
-    seed_offset_for,
-    study_lock,
-)
+from search.storage.urls import mask_url, resolve_storage_url
+from search.workers.launcher import launch_workers
+from search.workers.liveness import liveness_settings
+from search.workers.stop_signals import StopSignals
+from search.workers.study_lock import study_lock
+from search.workers.trial_loop import run_trials, seed_offset_for
+from search.workers.worker_storage import open_worker_storage
 
 STATS_TAG = "STATS"
 BENCH_TAG = "BENCH"

@@ -15,7 +15,7 @@ from search.cli import main
 from search.export import export_stored, keras_code
 from search.replay import DEFAULT_RTOL, open_stored_study, rerun_stored
 from search.runner import SearchOptions, open_study, prepare_data, run_search
-from search.storage import open_storage
+from search.storage.opening import open_storage
 from search.studyfile import load_study
 from tests.conftest import ROOT, write_study
 

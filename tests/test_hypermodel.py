@@ -19,7 +19,7 @@ from search.cli import main
 from search.errors import HypermodelError, StudyFileError
 from search.hypermodel import OptunaHyperParameters, fixed_hyperparameters, mirror_of
 from search.runner import SearchOptions, open_study, run_search
-from search.storage import open_storage
+from search.storage.opening import open_storage
 from search.studyfile import load_study
 from tests.conftest import ROOT, write_study
 

@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.runner import SearchOptions, open_study, run_search
-from search.storage import open_storage
+from search.storage.opening import open_storage
 from search.studyfile import load_study
 from tests.conftest import TINY_MEMORIZE, write_study
 

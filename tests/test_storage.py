@@ -14,16 +14,15 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from search.errors import FatalError, StorageError
-from search.storage import (
+from search.storage.opening import open_storage
+from search.storage.retry import with_retry
+from search.storage.studies import copy_study, delete_study_if_present, list_studies
+from search.storage.urls import (
     STORAGE_ENV_VAR,
-    copy_study,
     default_storage_url,
-    list_studies,
     mask_text,
     mask_url,
-    open_storage,
     resolve_storage_url,
-    with_retry,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -296,19 +295,6 @@ def _unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def _delete_study_if_present(url: str, name: str) -> None:
-    storage = open_storage(url)
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        study_id = None
-    try:
-        if study_id is not None:
-            storage.delete_study(study_id)
-    finally:
-        _dispose(storage)
-
-
 def _load(url: str, name: str) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     storage = open_storage(url, create=False)
     return optuna.load_study(study_name=name, storage=storage), storage
@@ -340,7 +326,7 @@ def test_copy_study_sqlite_to_postgresql(tmp_path: Path, pg_url: str) -> None:
         with pytest.raises(StorageError, match="already exists in .*delete it or choose"):
             copy_study(name, src_url, pg_url)
     finally:
-        _delete_study_if_present(pg_url, name)
+        delete_study_if_present(pg_url, name)
 
 
 @pytest.mark.postgres
@@ -359,7 +345,7 @@ def test_copy_study_postgresql_to_sqlite(tmp_path: Path, pg_url: str) -> None:
             _dispose(s2)
     finally:
         _dispose(pg_storage)
-        _delete_study_if_present(pg_url, name)
+        delete_study_if_present(pg_url, name)
 
 
 def test_copy_study_errors(tmp_path: Path) -> None:

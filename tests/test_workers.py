@@ -28,17 +28,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.devices import INTRA_OP_ENV, available_cpus
 from search.errors import FatalError
-from search.storage import STORAGE_ENV_VAR, open_storage
-from search.workers import (
-    GRACE_ENV,
-    HEARTBEAT_ENV,
-    LoopResult,
-    fail_reason,
-    liveness_settings,
-    open_worker_storage,
-    requeue_trial,
-    run_trials,
-)
+from search.storage.opening import open_storage
+from search.storage.studies import delete_study_if_present
+from search.storage.urls import STORAGE_ENV_VAR
+from search.workers.liveness import GRACE_ENV, HEARTBEAT_ENV, liveness_settings, requeue_trial
+from search.workers.trial_attrs import fail_reason
+from search.workers.trial_loop import LoopResult, run_trials
+from search.workers.worker_storage import open_worker_storage
 from search.workers_bench import NullObjective, _create
 from tests.conftest import TINY_MEMORIZE, write_study
 
@@ -151,16 +147,6 @@ def _wait_for_running(url: str, name: str, worker: str, min_age: float = 0.5) ->
 
 def _states(trials: list[FrozenTrial]) -> Counter[str]:
     return Counter(t.state.name for t in trials)
-
-
-def _delete(url: str, name: str) -> None:
-    storage = optuna.storages.RDBStorage(url)
-    try:
-        storage.delete_study(storage.get_study_id_from_name(name))
-    except KeyError:
-        pass
-    finally:
-        storage.engine.dispose()
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,7 +267,7 @@ def test_eight_workers_on_postgresql_finish_exactly_400(pg_url: str) -> None:
         assert len(starts) == 8 and all("postgresql" not in line for line in starts)
         print(f"\nPostgreSQL, 8 workers: {report}")
     finally:
-        _delete(pg_url, name)
+        delete_study_if_present(pg_url, name)
 
 
 @pytest.mark.postgres
@@ -551,7 +537,7 @@ def test_copy_command_sqlite_to_postgresql(tmp_path: Path, pg_url: str) -> None:
             )
         assert copied[1].user_attrs["fail_reason"].startswith("RuntimeError")
     finally:
-        _delete(pg_url, name)
+        delete_study_if_present(pg_url, name)
 
 
 def test_workers_command_rejects_bad_input_before_starting_any_worker(tmp_path: Path) -> None:

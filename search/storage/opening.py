@@ -1,0 +1,340 @@
+"""Opening a storage: the URL and its driver checked, SQLite in WAL mode, pooled servers.
+
+SQLite is opened in WAL mode with a 60 s busy timeout so that several worker processes on one
+file wait for each other instead of failing with ``database is locked``. Server databases
+(PostgreSQL, MySQL) get a small, pre-pinged connection pool per process.
+
+Every problem becomes a one-line :class:`~search.errors.StorageError` that names the storage
+(password replaced by ``***``) and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy.exc
+from sqlalchemy.engine import URL, make_url
+
+from search.errors import StorageError
+from search.storage.urls import DEFAULT_STORAGE_DIR, DEFAULT_STORAGE_FILE, mask_text, mask_url
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_S", "open_storage"]
+
+_logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 60
+"""Seconds an SQLite connection waits for another process's write lock before failing."""
+
+_SERVER_ENGINE_KWARGS: dict[str, Any] = {
+    "pool_pre_ping": True,
+    "pool_size": 2,
+    "max_overflow": 2,
+    "pool_recycle": 3600,
+}
+_CONNECT_TIMEOUT_S = 10
+_SUPPORTED_BACKENDS = ("sqlite", "postgresql", "mysql")
+_EXAMPLES = "sqlite:///storage/studies.db or postgresql://user@host:5432/dbname"
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pg8000": "pg8000",
+    "mysqldb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysqlconnector": "mysql-connector-python",
+    "mariadbconnector": "mariadb",
+}
+
+
+def _fail(url: str, problem: str, fix: str) -> StorageError:
+    """Build the one-line StorageError for ``url`` with the password removed."""
+    message = f"Cannot open storage '{mask_url(url)}': {problem}; {fix}"
+    message = " ".join(mask_text(message, url).split())
+    return StorageError(message)
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """One line that says what went wrong in ``exc``, without any password."""
+    inner: BaseException = exc
+    while True:
+        if isinstance(inner, sqlalchemy.exc.DBAPIError) and inner.orig is not None:
+            inner = inner.orig
+        elif inner.__cause__ is not None and isinstance(
+            inner, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.StatementError)
+        ):
+            inner = inner.__cause__
+        else:
+            break
+    text = str(inner).strip() or type(inner).__name__
+    first = next((line.strip() for line in text.splitlines() if line.strip()), text)
+    return mask_text(first.rstrip("."), url)
+
+
+def _parse(url: str) -> URL:
+    """Parse and check ``url``; map ``postgresql://`` to psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise _fail(
+            url,
+            "not a database URL",
+            f"pass --storage as a URL such as {_EXAMPLES} (a file needs the sqlite:/// prefix)",
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "postgres":  # Heroku-style spelling
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        backend = "postgresql"
+    if backend not in _SUPPORTED_BACKENDS:
+        raise _fail(
+            url,
+            f"unsupported database type '{backend}'",
+            f"use SQLite, PostgreSQL or MySQL, e.g. {_EXAMPLES}",
+        )
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        dialect = parsed.get_dialect()
+    except Exception as exc:
+        raise _fail(
+            url,
+            f"unknown driver '{parsed.get_driver_name()}' for {backend}",
+            f"use a known driver, e.g. {_EXAMPLES}",
+        ) from exc
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        driver = parsed.get_driver_name()
+        package = _DRIVER_PACKAGES.get(driver, driver)
+        raise _fail(
+            url,
+            f"the {backend} driver '{driver}' is not installed",
+            f"install it (pip install {package}) or name an installed driver in the URL",
+        ) from exc
+    return parsed
+
+
+def _is_default_location(path: Path) -> bool:
+    """True for ``<some existing folder>/storage/studies.db``, the layout of the default URL."""
+    return (
+        path.name == DEFAULT_STORAGE_FILE
+        and path.parent.name == DEFAULT_STORAGE_DIR.name
+        and path.parent.parent.is_dir()
+    )
+
+
+def _prepare_sqlite(url: str, database: str | None, create: bool) -> Path | None:
+    """Check the folder and file of an SQLite storage and switch it to WAL mode.
+
+    Returns the file's path, or ``None`` for an in-memory database.
+    """
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    path = Path(database).expanduser().absolute()
+    folder = path.parent
+    if path.is_dir():
+        raise _fail(url, f"{path} is a folder", "pass --storage with the path of a .db file")
+    if not path.exists():
+        if not create:
+            raise _fail(
+                url,
+                f"no storage at {path}",
+                "run a search first or pass --storage with the storage the search used",
+            )
+        if not folder.is_dir():
+            if _is_default_location(path):
+                try:
+                    folder.mkdir(exist_ok=True)
+                except OSError as exc:
+                    raise _fail(
+                        url,
+                        f"cannot create folder {folder} ({exc.strerror or exc})",
+                        "create it by hand or pass --storage with a writable path",
+                    ) from exc
+            else:
+                raise _fail(
+                    url,
+                    f"folder {folder} does not exist or is not writable",
+                    "create the folder or pass --storage with a writable path",
+                )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        # SQLite writes the -wal and -shm files next to the database.
+        raise _fail(
+            url,
+            f"folder {folder} does not exist or is not writable",
+            "fix its permissions or pass --storage with a writable path",
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise _fail(
+            url,
+            f"file {path} is not readable and writable",
+            "fix its permissions or pass --storage with another path",
+        )
+    _enable_wal(url, path)
+    return path
+
+
+def _enable_wal(url: str, path: Path) -> None:
+    """Switch the SQLite file at ``path`` to WAL mode (persistent; creates the file if needed)."""
+    try:
+        conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise _fail(
+            url,
+            f"{path} is not a usable SQLite database ({exc})",
+            "pass --storage with another path or restore the file",
+        ) from exc
+    if str(mode).lower() != "wal":
+        _logger.warning(
+            "SQLite storage %s stays in %s journal mode (the file system may not support WAL); "
+            "parallel workers may see 'database is locked'.",
+            path,
+            mode,
+        )
+
+
+def _connect_fix(backend: str) -> str:
+    if backend == "sqlite":
+        return "check the file and its folder or pass --storage with another path"
+    return (
+        "check that the server is running and that host, port, user, password and database "
+        "name in --storage are right"
+    )
+
+
+def _precheck(
+    url: str, real_url: str, engine_kwargs: dict[str, Any], *, backend: str, create: bool
+) -> None:
+    """Connect once (and, when not creating, look for Optuna's tables) before Optuna does.
+
+    A failure inside ``RDBStorage.__init__`` would leave its engine and connections open.
+    """
+    engine = sqlalchemy.create_engine(real_url, **engine_kwargs)
+    try:
+        with engine.connect() as connection:
+            if not create and not sqlalchemy.inspect(connection).has_table("version_info"):
+                raise _fail(
+                    url,
+                    "no Optuna storage there (it has no Optuna tables)",
+                    "run a search first or pass --storage with the storage the search used",
+                )
+    except sqlalchemy.exc.OperationalError as exc:
+        raise _fail(url, f"cannot connect ({_reason(exc, url)})", _connect_fix(backend)) from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise _fail(url, _reason(exc, url), "check the database and its permissions") from exc
+    finally:
+        engine.dispose()
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int | None = None,
+    grace_period: int | None = None,
+    failed_trial_max_retry: int | None = None,
+    create: bool = True,
+) -> optuna.storages.RDBStorage:
+    """Open an Optuna storage, checking the URL and the database first.
+
+    SQLite files are switched to WAL mode and opened with a 60 s busy timeout; the folder
+    ``storage/`` of the default location is created, any other missing folder is an error.
+    ``postgresql://`` URLs use the psycopg 3 driver; server databases get a small pool with
+    ``pool_pre_ping``.
+
+    Args:
+        url: Storage URL (``sqlite:///path.db``, ``postgresql://...``, ``mysql+pymysql://...``).
+        heartbeat_interval: Seconds between heartbeats of running trials; enables the detection
+            of trials whose worker died.
+        grace_period: Seconds without heartbeat after which a running trial is marked failed
+            (Optuna's default is twice ``heartbeat_interval``).
+        failed_trial_max_retry: Re-queue a trial whose worker died up to this many times. Needs
+            ``heartbeat_interval``.
+        create: When False, a missing SQLite file is an error (and is not created) and no
+            tables are created.
+
+    Returns:
+        The opened storage, to pass to :func:`optuna.create_study` or :func:`optuna.load_study`.
+
+    Raises:
+        StorageError: The URL is malformed, its driver is missing, the file or folder is not
+            usable, the server does not answer, or the storage does not exist and
+            ``create`` is False.
+
+    Example:
+        >>> storage = open_storage("sqlite:///storage/studies.db", heartbeat_interval=60)
+        >>> study = optuna.create_study(study_name="mlp", storage=storage, load_if_exists=True)
+    """
+    parsed = _parse(url)
+    backend = parsed.get_backend_name()
+    for name, value, lowest in (
+        ("heartbeat_interval", heartbeat_interval, 1),
+        ("grace_period", grace_period, 1),
+        ("failed_trial_max_retry", failed_trial_max_retry, 0),
+    ):
+        if value is not None and (type(value) is not int or value < lowest):
+            raise _fail(url, f"{name}={value!r} is not allowed", f"use an integer >= {lowest}")
+    if failed_trial_max_retry is not None and heartbeat_interval is None:
+        raise _fail(
+            url,
+            f"failed_trial_max_retry={failed_trial_max_retry} has no effect without heartbeats",
+            "set heartbeat_interval too",
+        )
+
+    engine_kwargs: dict[str, Any]
+    if backend == "sqlite":
+        _prepare_sqlite(url, parsed.database, create)
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    else:
+        engine_kwargs = dict(_SERVER_ENGINE_KWARGS)
+        if "connect_timeout" not in parsed.query:
+            engine_kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
+
+    options: dict[str, Any] = {
+        "heartbeat_interval": heartbeat_interval,
+        "grace_period": grace_period,
+        "skip_table_creation": not create,
+    }
+    with warnings.catch_warnings():
+        # Heartbeats and their retry callback are "experimental" in Optuna 5; the warning only
+        # adds noise to every worker's log.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if failed_trial_max_retry is not None:
+            # Optuna 4.9 renamed failed_trial_callback / RetryFailedTrialCallback (deprecated,
+            # removed in 6.0) to heartbeat_stale_trial_callback / RetryHeartbeatStaleTrialCallback.
+            retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+            if retry_cls is not None:
+                options["heartbeat_stale_trial_callback"] = retry_cls(
+                    max_retry=failed_trial_max_retry
+                )
+            else:  # Optuna < 4.9
+                options["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(
+                    max_retry=failed_trial_max_retry
+                )
+        real_url = parsed.render_as_string(hide_password=False)
+        _precheck(url, real_url, engine_kwargs, backend=backend, create=create)
+        try:
+            return optuna.storages.RDBStorage(real_url, engine_kwargs=engine_kwargs, **options)
+        except sqlalchemy.exc.OperationalError as exc:
+            raise _fail(
+                url, f"cannot connect ({_reason(exc, url)})", _connect_fix(backend)
+            ) from exc
+        except (sqlalchemy.exc.ProgrammingError, optuna.exceptions.StorageInternalError) as exc:
+            raise _fail(url, _reason(exc, url), "check the database and its permissions") from exc
+        except RuntimeError as exc:  # Optuna: schema of an older or newer version
+            raise _fail(
+                url,
+                _reason(exc, url),
+                "upgrade it with `optuna storage upgrade --storage URL` or use a matching Optuna",
+            ) from exc
+        except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.OptunaError, ValueError) as exc:
+            raise _fail(url, _reason(exc, url), "check --storage and the database") from exc
+        except ImportError as exc:
+            raise _fail(url, _reason(exc, url), "install the database driver") from exc
