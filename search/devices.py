@@ -249,9 +249,13 @@ def configure_tensorflow(
     Example:
         >>> gpus = configure_tensorflow(mixed_precision=True)  # in the worker, first thing
     """
-    tf = _tf
-    if tf is None:
-        import tensorflow as tf  # heavy: imported only inside workers
+    tf: ModuleType | Any
+    if _tf is not None:
+        tf = _tf
+    else:
+        import tensorflow  # heavy: imported only inside workers
+
+        tf = tensorflow
 
     intra = intra_op_threads if intra_op_threads is not None else _threads_from_env(INTRA_OP_ENV)
     inter = inter_op_threads if inter_op_threads is not None else _threads_from_env(INTER_OP_ENV)
@@ -273,9 +277,13 @@ def configure_tensorflow(
 
     if mixed_precision:
         if gpus:
-            keras = _keras
-            if keras is None:
-                import keras
+            keras: ModuleType | Any
+            if _keras is not None:
+                keras = _keras
+            else:
+                import keras as keras_module
+
+                keras = keras_module
             keras.mixed_precision.set_global_policy("mixed_float16")
         else:
             _logger.info("Mixed precision skipped: no GPU is visible.")

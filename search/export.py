@@ -121,6 +121,7 @@ def export_trial(
     import keras
 
     from search.runner import library_versions
+    from search.sparse_dense import plain_dense_copy
 
     epochs = int(trial.user_attrs.get("best_epoch") or trial.user_attrs["epochs_run"])
     seed = trial_seed(spec, trial)
@@ -129,7 +130,7 @@ def export_trial(
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{spec.name}_trial{trial.number}"
     model_path = out_dir / f"{stem}.keras"
-    run.model.save(model_path)
+    plain_dense_copy(run.model).save(model_path)  # loads with Keras alone
     loaded = keras.models.load_model(model_path)
     split = "val" if monitor_of(spec) == "val_loss" else "train"
     loss, accuracy = data.evaluate(loaded, split)

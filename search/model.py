@@ -72,10 +72,15 @@ def build_model(
     dropout = float(params.get("dropout", 0.0))
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
 
+    from search.sparse_dense import SparseInputDense
+
     inputs = keras.Input(shape=(n_features,), sparse=sparse, name="features")
     x = inputs
+    # The layer that takes the multi-hot input multiplies it with sparse kernels (same maths).
+    first_dense = SparseInputDense if sparse else keras.layers.Dense
     for i in range(int(params["layers"])):
-        x = keras.layers.Dense(
+        dense = first_dense if i == 0 else keras.layers.Dense
+        x = dense(
             int(params["units"]),
             activation=params.get("activation", "relu"),
             kernel_regularizer=regularizer,
@@ -83,12 +88,13 @@ def build_model(
         )(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i + 1}")(x)
+    output = first_dense if int(params["layers"]) == 0 else keras.layers.Dense
     if task == "regression":
-        outputs = keras.layers.Dense(1, name="output")(x)
+        outputs = output(1, name="output")(x)
     elif task == "binary":
-        outputs = keras.layers.Dense(1, activation="sigmoid", name="output")(x)
+        outputs = output(1, activation="sigmoid", name="output")(x)
     else:
-        outputs = keras.layers.Dense(n_classes, activation="softmax", name="output")(x)
+        outputs = output(n_classes, activation="softmax", name="output")(x)
     model = keras.Model(inputs, outputs, name="dense_stack")
     model.compile(
         optimizer=make_optimizer(params.get("optimizer", "adam"), params["learning_rate"]),

@@ -9,7 +9,6 @@ CPU kernels for these small Dense models run the same operations in the same ord
 
 from __future__ import annotations
 
-import gc
 import math
 import tomllib
 from dataclasses import dataclass
@@ -180,8 +179,7 @@ def retrain_trial(
     import keras
 
     seed = trial_seed(spec, trial) if seed is None else seed
-    keras.backend.clear_session()  # as before every trial of the search
-    gc.collect()
+    keras.backend.clear_session()  # as before every trial of the search (collects garbage)
     if spec.hypermodel is not None:
         from search.hypermodel import (
             fixed_hyperparameters,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union, cast
 
 if TYPE_CHECKING:
     import optuna
@@ -145,7 +145,9 @@ class Choice:
             raise SpaceError(f"choices has duplicates: {list(self.choices)}.")
 
     def suggest(self, trial: optuna.Trial, name: str) -> Scalar:
-        return trial.suggest_categorical(name, list(self.choices))
+        # Optuna types the result as any categorical value (None included); it is one of
+        # ``self.choices``, which are all scalars.
+        return cast(Scalar, trial.suggest_categorical(name, list(self.choices)))
 
     def contains(self, value: Any) -> bool:
         return value in self.choices

@@ -34,6 +34,7 @@ from search.space import (
 )
 
 Objective = Literal["generalize", "memorize"]
+Direction = Literal["minimize", "maximize"]
 OBJECTIVES = ("generalize", "memorize")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")
@@ -163,7 +164,7 @@ class StudySpec:
     minimize_param_count: bool = False  # [multi_objective] param_count = true
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Direction:
         return "minimize"
 
     @property
@@ -172,7 +173,7 @@ class StudySpec:
         return self.minimize_param_count
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Direction]:
         """One ``"minimize"`` per objective: the loss, then (multi-objective) the size."""
         return ["minimize"] * len(self.metric_names)
 

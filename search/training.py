@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +30,9 @@ import tensorflow as tf
 from search.model import loss_name
 
 if TYPE_CHECKING:
-    from search.data import Dataset, Features
+    from search.data import Dataset, Features, Task
 
 _EVAL_BATCH = 8192
-_DENSE_EVAL_BATCH = 1024  # 1024 x 10,000 floats = 40 MB per densified batch
-# First-layer width from which a multi-hot input is densified per batch: a dense matmul then
-# beats TensorFlow's CPU sparse matmul (see BENCHMARKS.md, P2).
-DENSE_INPUT_FROM_UNITS = 256
 _MAX_STEPS_PER_EXECUTION = 100
 
 
@@ -70,7 +66,7 @@ class _Split:
         self.n = int(x.shape[0])
         self.sparse = not isinstance(x, np.ndarray)
         self.y = tf.constant(y)
-        if self.sparse:
+        if not isinstance(x, np.ndarray):
             csr = x.tocsr()
             csr.sort_indices()
             self.n_features = int(csr.shape[1])
@@ -84,8 +80,8 @@ class _Split:
         else:
             self.x = tf.constant(np.asarray(x, dtype=np.float32))
 
-    def gather(self, rows: tf.Tensor, dense: bool = False) -> tuple[Any, tf.Tensor]:
-        """The rows' features (sparse stays sparse unless ``dense``) and targets."""
+    def gather(self, rows: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        """The rows' features (sparse stays sparse, rows in order) and targets."""
         if not self.sparse:
             return tf.gather(self.x, rows), tf.gather(self.y, rows)
         cols = tf.gather(self.cols, rows)
@@ -94,12 +90,18 @@ class _Split:
         shape = tf.stack(
             [tf.shape(rows, out_type=tf.int64)[0], tf.constant(self.n_features, tf.int64)]
         )
-        x = tf.SparseTensor(index, vals, shape)
-        return (tf.sparse.to_dense(x) if dense else x), tf.gather(self.y, rows)
+        return tf.SparseTensor(index, vals, shape), tf.gather(self.y, rows)
 
-    def batches(self, batch_size: int, dense: bool = False) -> tf.data.Dataset:
+    def batches(self, batch_size: int) -> tf.data.Dataset:
         rows = tf.data.Dataset.range(self.n).batch(batch_size)
-        return rows.map(lambda r: self.gather(r, dense))
+        return rows.map(self.gather)
+
+    def batch_signature(self) -> tuple[tf.TypeSpec, tf.TypeSpec]:
+        """Type specs of a batch of any size: one traced graph serves every batch."""
+        y_spec = tf.TensorSpec([None, *self.y.shape[1:]], self.y.dtype)
+        if self.sparse:
+            return tf.SparseTensorSpec([None, self.n_features], tf.float32), y_spec
+        return tf.TensorSpec([None, *self.x.shape[1:]], self.x.dtype), y_spec
 
 
 class PreparedData:
@@ -127,28 +129,22 @@ class PreparedData:
         """Optimizer steps in one epoch: the study's setting, else one pass over the rows."""
         return steps_per_epoch or math.ceil(self.n_train / batch_size)
 
-    def train_dataset(self, batch_size: int, seed: int, dense: bool = False) -> tf.data.Dataset:
-        """Endless shuffled training batches; full-batch data is one cached tensor repeated.
-
-        ``dense`` densifies multi-hot batches one at a time (never the whole matrix).
-        """
+    def train_dataset(self, batch_size: int, seed: int) -> tf.data.Dataset:
+        """Endless shuffled training batches; full-batch data is one cached tensor repeated."""
         train = self.splits["train"]
-        if batch_size >= train.n and not (dense and train.sparse):
+        if batch_size >= train.n:
             whole = train.gather(tf.range(train.n, dtype=tf.int64))
             return tf.data.Dataset.from_tensors(whole).repeat()
         rows = tf.data.Dataset.range(train.n).shuffle(
             train.n, seed=seed, reshuffle_each_iteration=True
         )
-        batches = rows.batch(batch_size).map(lambda r: train.gather(r, dense))
+        batches = rows.batch(batch_size).map(train.gather)
         return batches.repeat().prefetch(tf.data.AUTOTUNE)
 
-    def eval_batches(self, split: str, dense: bool = False) -> Iterable[tuple[Any, Any]]:
-        """The split in large batches: built once and kept, or densified anew when ``dense``."""
-        data = self.splits[split]
-        if dense and data.sparse:
-            return data.batches(_DENSE_EVAL_BATCH, dense=True)
+    def eval_batches(self, split: str) -> Iterable[tuple[Any, Any]]:
+        """The split in large batches, built once and kept."""
         if split not in self._eval_cache:
-            self._eval_cache[split] = list(data.batches(_EVAL_BATCH))
+            self._eval_cache[split] = list(self.splits[split].batches(_EVAL_BATCH))
         return self._eval_cache[split]
 
     def fit(
@@ -184,11 +180,10 @@ class PreparedData:
             The per-epoch records (shorter than ``epochs`` when a callback stopped training).
         """
         steps = self.steps_per_epoch(batch_size, steps_per_epoch)
-        dense = self.dataset.is_sparse and not takes_sparse_input(model)
         history = history if history is not None else History()
         evaluator = EpochEvaluator(self, model, history, on_epoch, measure_train=measure_train)
         model.fit(
-            self.train_dataset(batch_size, seed, dense=dense),
+            self.train_dataset(batch_size, seed),
             epochs=epochs,
             steps_per_epoch=steps,
             callbacks=[evaluator, *callbacks],
@@ -200,19 +195,6 @@ class PreparedData:
     def evaluate(self, model: keras.Model, split: str) -> tuple[float, float | None]:
         """Mean loss (no regularization penalty) and accuracy of ``model`` on a split."""
         return EpochEvaluator(self, model, History(), None).measure(split)
-
-
-def takes_sparse_input(model: keras.Model) -> bool:
-    """Whether the model was built with ``keras.Input(sparse=True)``."""
-    return bool(getattr(model.inputs[0], "sparse", False))
-
-
-def wants_sparse_input(dataset: Dataset, params: Mapping[str, Any]) -> bool:
-    """Multi-hot data feeds a sparse input, unless the first layer is wide enough that a
-    densified batch and a dense matmul are faster (:data:`DENSE_INPUT_FROM_UNITS`)."""
-    if not dataset.is_sparse:
-        return False
-    return int(params["layers"]) == 0 or int(params["units"]) < DENSE_INPUT_FROM_UNITS
 
 
 def steps_per_execution(steps_per_epoch: int, cap: int = _MAX_STEPS_PER_EXECUTION) -> int:
@@ -254,7 +236,8 @@ class EpochEvaluator(keras.callbacks.Callback):
         loss_fn = _per_sample_loss(task)
         classify = task != "regression"
 
-        @tf.function(reduce_retracing=True)
+        # Traced once per model for batches of any size (a trial's second trace cost ~0.2 s).
+        @tf.function(input_signature=data.splits["train"].batch_signature())
         def batch_stats(x: Any, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             pred = model(x, training=False)
             loss_sum = tf.reduce_sum(tf.cast(loss_fn(y, pred), tf.float64))
@@ -268,12 +251,11 @@ class EpochEvaluator(keras.callbacks.Callback):
 
         self._batch_stats = batch_stats
         self._classify = classify
-        self._dense = data.dataset.is_sparse and not takes_sparse_input(model)
 
     def measure(self, split: str) -> tuple[float, float | None]:
         n = self._data.splits[split].n
         loss_total, hit_total = 0.0, 0.0
-        for x, y in self._data.eval_batches(split, dense=self._dense):
+        for x, y in self._data.eval_batches(split):
             loss_sum, hits = self._batch_stats(x, y)
             loss_total += float(loss_sum)
             hit_total += float(hits)
@@ -306,5 +288,5 @@ class EpochEvaluator(keras.callbacks.Callback):
             self._on_epoch(record)
 
 
-def _per_sample_loss(task: str) -> Callable[[Any, Any], Any]:
+def _per_sample_loss(task: Task) -> Callable[[Any, Any], Any]:
     return keras.losses.get(loss_name(task))  # type: ignore[no-any-return]

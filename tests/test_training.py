@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 import scipy.sparse
+import tensorflow as tf
 
 from search.data import Dataset
 from search.model import build_model
+from search.sparse_dense import CSR_FROM_UNITS, SparseInputDense, plain_dense_copy
 from search.training import PreparedData, steps_per_execution
 
 PARAMS = {
@@ -151,18 +156,51 @@ def test_training_batches_cover_every_row_each_epoch() -> None:
     assert sorted(seen) == sorted(dataset.y_train.ravel())
 
 
-def test_wide_first_layers_get_densified_batches_with_the_same_loss() -> None:
-    from search.training import DENSE_INPUT_FROM_UNITS, wants_sparse_input
-
-    dataset = _multi_hot()
-    wide = PARAMS | {"units": DENSE_INPUT_FROM_UNITS}
-    assert wants_sparse_input(dataset, PARAMS)
-    assert not wants_sparse_input(dataset, wide)
-    assert wants_sparse_input(dataset, wide | {"layers": 0})
-    sparse_model = build_model(wide, n_features=200, task="binary", sparse=True, seed=4)
-    dense_model = build_model(wide, n_features=200, task="binary", sparse=False, seed=4)
+@pytest.mark.parametrize("units", [8, CSR_FROM_UNITS, 300])
+def test_sparse_first_layer_trains_like_dense_keras(units: int) -> None:
+    """Narrow (COO product) and wide (CSR product) layers: same gradients, and the same weights
+    after training as keras.layers.Dense on the densified input, for the same batches and seed."""
+    dataset = _multi_hot(n=256, width=200)
+    params = PARAMS | {"units": units, "optimizer": "rmsprop", "learning_rate": 1e-3}
+    sparse_model = build_model(params, n_features=200, task="binary", sparse=True, seed=4)
+    dense_model = build_model(params, n_features=200, task="binary", sparse=False, seed=4)
+    assert isinstance(sparse_model.get_layer("hidden_1"), SparseInputDense)
+    assert type(dense_model.get_layer("hidden_1")) is keras.layers.Dense
     dense_model.set_weights(sparse_model.get_weights())
+
+    rows = tf.range(256, dtype=tf.int64)
+    x_sparse, y = PreparedData(dataset).splits["train"].gather(rows)
+    x_dense = tf.sparse.to_dense(x_sparse)
+    loss = keras.losses.BinaryCrossentropy()
+    grads = []
+    for model, x in ((sparse_model, x_sparse), (dense_model, x_dense)):
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=True))
+        grads.append(tape.gradient(value, model.trainable_variables))
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(tf.convert_to_tensor(a), b, rtol=1e-4, atol=1e-6)
+
+    for model, x in ((sparse_model, x_sparse), (dense_model, x_dense)):
+        model.fit(x, y, batch_size=64, epochs=3, shuffle=False, verbose=0)
+    for a, b in zip(sparse_model.get_weights(), dense_model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_logistic_model_on_sparse_input_uses_the_sparse_layer() -> None:
+    model = build_model(PARAMS | {"layers": 0}, n_features=200, task="binary", sparse=True)
+    assert isinstance(model.get_layer("output"), SparseInputDense)
+
+
+def test_plain_dense_copy_saves_a_model_keras_loads_alone(tmp_path: Path) -> None:
+    dataset = _multi_hot()
+    model = build_model(PARAMS | {"units": 300}, n_features=200, task="binary", sparse=True)
+    plain = plain_dense_copy(model)
+    assert not any(isinstance(layer, SparseInputDense) for layer in plain.layers)
+    plain.save(tmp_path / "m.keras")
+    text = zipfile.ZipFile(tmp_path / "m.keras").read("config.json").decode()
+    assert "SparseInputDense" not in text and "capsearch" not in text
+    loaded = keras.models.load_model(tmp_path / "m.keras")
     data = PreparedData(dataset)
-    assert data.evaluate(dense_model, "val") == pytest.approx(data.evaluate(sparse_model, "val"))
-    history = data.fit(dense_model, batch_size=64, epochs=2)
-    assert len(history.records) == 2 and np.isfinite(history.records[-1].train_loss)
+    assert data.evaluate(loaded, "val") == pytest.approx(data.evaluate(model, "val"), rel=1e-5)
+    dense_only = build_model(PARAMS, n_features=3, task="regression")
+    assert plain_dense_copy(dense_only) is dense_only
