@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import json
 import math
 import os
@@ -396,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     default = out.resolve() == (ROOT / "BENCHMARKS.md").resolve()
     png = (ROOT / "benchmarks" if default else out.parent) / "p4_search.png"
 
-    import keras
+    from search.session import clear_session
 
     spec = study_spec(args.quick)
     start = time.perf_counter()
@@ -409,8 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         ):
             print(f"running {key} ({ENGINES[key]}), {args.budget:g} s...", flush=True)
             runs[key] = run_optuna(engine_spec, args.budget, folder, key)
-            keras.backend.clear_session()
-            gc.collect()
+            clear_session()  # collects garbage
         print(f"running keras_tuner ({ENGINES['keras_tuner']}), {args.budget:g} s...", flush=True)
         runs["keras_tuner"] = run_keras_tuner_hyperband(spec, args.budget, folder / "kt")
     verdict = analyse(runs)

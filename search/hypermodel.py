@@ -64,6 +64,7 @@ from optuna.distributions import (
 
 from search.errors import HypermodelError
 from search.objective import Objective, TrainingRun
+from search.session import clear_session
 from search.training import EpochEvaluator, History, PreparedData
 
 if TYPE_CHECKING:
@@ -400,7 +401,7 @@ def probe_space(
         ['batch_size', 'dropout', 'layers', 'learning_rate', 'units', 'use_l2']
     """
     hp = _ProbeHyperParameters()
-    keras.backend.clear_session()
+    clear_session()
     model = _guarded(label, "build(hp)", lambda: hypermodel.build(hp))
     check_model(model, data.dataset, label)
     ds = data.dataset
@@ -427,7 +428,7 @@ def probe_space(
             f"{label}: fit(hp, model, *args, **kwargs) must pass its arguments on to "
             "model.fit (our per-epoch measurement and pruning are callbacks)."
         )
-    keras.backend.clear_session()
+    clear_session()
     return hp.mirrors
 
 

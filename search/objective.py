@@ -20,6 +20,7 @@ import optuna
 from optuna_integration import KerasPruningCallback
 
 from search.model import build_model
+from search.session import clear_session
 from search.training import (
     EpochRecord,
     History,
@@ -181,7 +182,7 @@ class Objective:
         callbacks = self._callbacks(trial, prune=not is_baseline)
         # Free the previous trial's graphs and weights so memory stays flat over many trials
         # (clear_session runs the garbage collector itself; a second pass costs ~0.1 s).
-        keras.backend.clear_session()
+        clear_session()
         try:
             run = self.train(trial, seed=seed, callbacks=callbacks, history=history)
         except optuna.TrialPruned:

@@ -176,10 +176,10 @@ def retrain_trial(
         >>> data.evaluate(run.model, "val")  # doctest: +SKIP
         (0.4791..., 0.77...)
     """
-    import keras
+    from search.session import clear_session
 
     seed = trial_seed(spec, trial) if seed is None else seed
-    keras.backend.clear_session()  # as before every trial of the search (collects garbage)
+    clear_session()  # as before every trial of the search (collects garbage)
     if spec.hypermodel is not None:
         from search.hypermodel import (
             fixed_hyperparameters,
