@@ -230,12 +230,19 @@ def _weights_only_loads() -> Iterator[None]:
 
 def _deadline_tuner(base: type, deadline: float | None) -> type:
     """``base`` that creates no trial once ``deadline`` (``time.monotonic``) has passed."""
+    from search.session import forget_custom_gradients
 
     class DeadlineTuner(base):  # type: ignore[misc, valid-type]
         def pre_create_trial(self) -> None:
             super().pre_create_trial()
             if deadline is not None and time.monotonic() >= deadline and self.oracle.trials:
                 self.oracle.max_trials = len(self.oracle.trials)  # the oracle stops here
+
+        def _try_build(self, hp: Any) -> Any:
+            # KerasTuner clears the Keras session before each build; the graphs TensorFlow's
+            # gradient registry still holds go too (see search.session), so memory stays flat.
+            forget_custom_gradients()
+            return super()._try_build(hp)
 
         def _configure_tensorboard_dir(self, callbacks: list[Any], *args: Any) -> None:
             # keras-tuner 1.4 imports tensorboard on every trial under TensorFlow, which 2.21 no

@@ -19,6 +19,7 @@ from search.cli import main
 from search.errors import HypermodelError, StudyFileError
 from search.hypermodel import OptunaHyperParameters, fixed_hyperparameters, mirror_of
 from search.runner import SearchOptions, open_study, run_search
+from search.session import custom_gradient_count
 from search.storage.opening import open_storage
 from search.studyfile import load_study
 from tests.conftest import ROOT, write_study
@@ -308,3 +309,5 @@ def test_keras_tuner_hyperband_runs_the_same_hypermodel_and_compares(
     ours, theirs = float(data_row[-2]), float(data_row[-1])
     assert 0.2 < ours < 1.0 and 0.2 < theirs < 1.5
     assert (folder / "storage" / "keras_tuner" / "kt_tiny" / "hyperband").is_dir()
+    # Each KerasTuner trial left only its own graphs behind for the next build to free.
+    assert custom_gradient_count() <= 2
