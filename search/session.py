@@ -39,15 +39,19 @@ def clear_session() -> None:
 def forget_custom_gradients() -> int:
     """Drop every ``tf.custom_gradient`` registration made so far; returns how many."""
     registrations = _gradient_registrations()
-    stale = [name for name in registrations if name.startswith(_CUSTOM_GRADIENT_PREFIX)]
-    for name in stale:
+    names = _custom_gradient_names(registrations)
+    for name in names:
         del registrations[name]
-    return len(stale)
+    return len(names)
 
 
 def custom_gradient_count() -> int:
     """How many ``tf.custom_gradient`` registrations TensorFlow holds (tests watch it)."""
-    return sum(name.startswith(_CUSTOM_GRADIENT_PREFIX) for name in _gradient_registrations())
+    return len(_custom_gradient_names(_gradient_registrations()))
+
+
+def _custom_gradient_names(registrations: dict[str, object]) -> list[str]:
+    return [name for name in registrations if name.startswith(_CUSTOM_GRADIENT_PREFIX)]
 
 
 def _gradient_registrations() -> dict[str, object]:
