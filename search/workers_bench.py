@@ -18,10 +18,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import optuna
 
@@ -85,7 +87,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return argv
 
     start = time.perf_counter()
-    code = launch_workers(args.n, argv_for, url, lambda line: print(line, flush=True))
+    with tempfile.TemporaryDirectory(prefix="capsearch-barrier-") as barrier:
+        if args.barrier:
+            args.barrier_dir, args.barrier_count = barrier, args.n
+        code = launch_workers(args.n, argv_for, url, lambda line: print(line, flush=True))
     wall = time.perf_counter() - start
     trials = study.get_trials(deepcopy=False)
     starts = [t.datetime_start for t in trials if t.datetime_start]
@@ -118,7 +123,21 @@ def _objective_args(args: argparse.Namespace) -> list[str]:
             out.append(flag)
     if args.timeout is not None:
         out += ["--timeout", str(args.timeout)]
+    if getattr(args, "barrier_dir", None):
+        out += ["--barrier-dir", args.barrier_dir, "--barrier-count", str(args.barrier_count)]
     return out
+
+
+def _wait_at_barrier(folder: str, worker: str, count: int) -> None:
+    """Mark this worker ready in ``folder`` and wait until ``count`` workers are.
+
+    With the barrier, trials start once every worker has imported its modules and opened its
+    storage, so the figures measure trials, not processes starting on shared cores.
+    """
+    Path(folder, worker).touch()
+    deadline = time.monotonic() + 120
+    while len(os.listdir(folder)) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -139,6 +158,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             storage=storage,
             sampler=optuna.samplers.RandomSampler(seed=seed_offset_for(worker)),
         )
+        if args.barrier_dir:
+            _wait_at_barrier(args.barrier_dir, worker, args.barrier_count)
 
         def echo(line: str) -> None:
             print(line, flush=True)
@@ -178,7 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     launch = sub.add_parser("launch", help="create the study and run N worker processes")
     launch.add_argument("-n", type=int, default=2)
     worker = sub.add_parser("worker", help="one worker process")
+    launch.add_argument(
+        "--barrier", action="store_true", help="start trials once every worker is ready"
+    )
     worker.add_argument("--worker-id", default=f"w{os.getpid()}")
+    worker.add_argument("--barrier-dir", help=argparse.SUPPRESS)
+    worker.add_argument("--barrier-count", type=int, default=0, help=argparse.SUPPRESS)
     for p in (launch, worker):
         p.add_argument("study")
         p.add_argument("--storage")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from search.errors import FatalError, StorageError
+from search.storage import opening
 from search.storage.opening import open_storage
 from search.storage.retry import with_retry
 from search.storage.studies import copy_study, delete_study_if_present, list_studies
@@ -298,6 +300,73 @@ def _unique_name(prefix: str) -> str:
 def _load(url: str, name: str) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
     storage = open_storage(url, create=False)
     return optuna.load_study(study_name=name, storage=storage), storage
+
+
+def _backend_pid(storage: optuna.storages.RDBStorage) -> int:
+    with storage.engine.connect() as connection:
+        return int(connection.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate_backend(pid: int) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test") as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+
+@pytest.mark.postgres
+def test_idle_server_connection_is_pinged_and_replaced(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection the server closed while it sat idle is replaced before use."""
+    monkeypatch.setattr(opening, "PING_AFTER_IDLE_S", 0.5)
+    name = _unique_name("idle-ping")
+    storage = open_storage(pg_url)
+    pings: list[object] = []
+    real_ping = storage.engine.dialect.do_ping
+
+    def counted_ping(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        return bool(real_ping(dbapi_connection))
+
+    monkeypatch.setattr(storage.engine.dialect, "do_ping", counted_ping)
+    try:
+        optuna.create_study(study_name=name, storage=storage)
+        first = _backend_pid(storage)
+        assert _backend_pid(storage) == first  # the pool hands back the last one used
+        assert pings == []  # used a moment ago: no round trip spent on a ping
+        _terminate_backend(first)
+        time.sleep(0.7)
+        study = optuna.load_study(study_name=name, storage=storage)
+        study.enqueue_trial({"x": 1.0})
+        assert len(pings) >= 1
+        assert _backend_pid(storage) != first
+    finally:
+        _dispose(storage)
+        delete_study_if_present(pg_url, name)
+
+
+@pytest.mark.postgres
+def test_without_the_idle_ping_a_closed_connection_fails(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the test above: a connection closed a moment ago is not pinged."""
+    monkeypatch.setattr(opening, "PING_AFTER_IDLE_S", 3600.0)
+    name = _unique_name("no-ping")
+    storage = open_storage(pg_url)
+    try:
+        optuna.create_study(study_name=name, storage=storage)
+        _terminate_backend(_backend_pid(storage))
+        time.sleep(0.2)
+        with pytest.raises(
+            (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)
+        ):
+            optuna.load_study(study_name=name, storage=storage)
+        # The pool dropped the dead connection: the next call works on a fresh one.
+        assert optuna.load_study(study_name=name, storage=storage).study_name == name
+    finally:
+        _dispose(storage)
+        delete_study_if_present(pg_url, name)
 
 
 @pytest.mark.postgres

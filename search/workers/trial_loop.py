@@ -12,6 +12,7 @@ it stops. A non-finite objective value prunes the trial with ``pruned_reason``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gc
 import logging
 import math
@@ -227,7 +228,7 @@ def run_trials(
                         break
                     trial_id = None
                     if finished + running < target:
-                        trial_id = _reserve(study, waiting)
+                        trial_id = _reserve(study, waiting, worker)
                 if trial_id is None:
                     if waiting_since is None:
                         waiting_since = time.monotonic()
@@ -301,19 +302,41 @@ def _count(
     return finished, states[TrialState.RUNNING], states[TrialState.WAITING]
 
 
-def _reserve(study: optuna.Study, waiting: int) -> int:
+def _reserve(study: optuna.Study, waiting: int, worker: str) -> int:
     """Take the next trial: a WAITING one (re-queued or enqueued) if any, else a new one.
 
     This is the part of ``study.ask()`` that changes the database: when it returns, the
-    trial is RUNNING and counts against the budget. Building the :class:`optuna.Trial`
-    (reads and sampler set-up) is left to :func:`_open_trial`, outside the lock.
+    trial is RUNNING, counts against the budget and carries the worker's id. Building the
+    :class:`optuna.Trial` (reads and sampler set-up) is left to :func:`_open_trial`, outside
+    the lock.
     """
     study._thread_local.cached_all_trials = None
     if waiting:
         trial_id = study._pop_waiting_trial_id()
         if trial_id is not None:
+            if worker:
+                study._storage.set_trial_user_attr(trial_id, WORKER_ATTR, worker)
             return trial_id
-    return study._storage.create_new_trial(study._study_id)
+    # A template writes the worker's id with the new trial, in the same transaction.
+    template = _running_trial_template({WORKER_ATTR: worker}) if worker else None
+    return study._storage.create_new_trial(study._study_id, template_trial=template)
+
+
+def _running_trial_template(user_attrs: dict[str, Any]) -> FrozenTrial:
+    """A new RUNNING trial started now, with ``user_attrs``: for ``create_new_trial``."""
+    return FrozenTrial(
+        number=-1,  # numbered by the storage
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=datetime.datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs=user_attrs,
+        system_attrs={},
+        intermediate_values={},
+        trial_id=-1,
+    )
 
 
 def _open_trial(
@@ -351,8 +374,6 @@ def _run_one(
     with _Heartbeat(rdb, trial._trial_id, liveness.heartbeat_interval):
         try:
             with signals.trial_running():
-                if worker:
-                    trial.set_user_attr(WORKER_ATTR, worker)
                 value = objective(trial)
         except WorkerStopped as exc:
             stopped = exc.signal_name
