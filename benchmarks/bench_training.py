@@ -40,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 
 from search.data import DataContext, load_dataset  # noqa: E402
 from search.model import build_model  # noqa: E402
-from search.session import clear_session  # noqa: E402
+from search.session import clear_session, long_lived_objects_frozen  # noqa: E402
 from search.sparse_dense import CSR_FROM_UNITS  # noqa: E402
 from search.training import PreparedData  # noqa: E402
 
@@ -234,28 +234,29 @@ def p3_overhead(quick: bool) -> dict[str, Any]:
     n_trials = 20 if quick else 100
     rss: dict[int, float] = {}
     parts: list[dict[str, float]] = []
-    for i in range(n_trials):
-        study.enqueue_trial(fixed)
-        study.optimize(objective, n_trials=1)
-        trial = study.trials[-1]
-        wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        records = histories[-1].records
-        warm = float(np.median([r.train_seconds for r in records[1:]]))
-        steps = warm * len(records)
-        tracing = max(records[0].train_seconds - warm, 0.0)
-        evaluation = sum(r.eval_seconds for r in records)
-        parts.append(
-            {
-                "wall": wall,
-                "epochs": len(records),
-                "steps": steps,
-                "tracing": tracing,
-                "eval": evaluation,
-                "other": wall - steps - tracing - evaluation,
-            }
-        )
-        if i in (0, n_trials - 1):
-            rss[i + 1] = process.memory_info().rss / 2**20
+    with long_lived_objects_frozen():  # as a worker's trial loop does (search.runner)
+        for i in range(n_trials):
+            study.enqueue_trial(fixed)
+            study.optimize(objective, n_trials=1)
+            trial = study.trials[-1]
+            wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
+            records = histories[-1].records
+            warm = float(np.median([r.train_seconds for r in records[1:]]))
+            steps = warm * len(records)
+            tracing = max(records[0].train_seconds - warm, 0.0)
+            evaluation = sum(r.eval_seconds for r in records)
+            parts.append(
+                {
+                    "wall": wall,
+                    "epochs": len(records),
+                    "steps": steps,
+                    "tracing": tracing,
+                    "eval": evaluation,
+                    "other": wall - steps - tracing - evaluation,
+                }
+            )
+            if i in (0, n_trials - 1):
+                rss[i + 1] = process.memory_info().rss / 2**20
     later = parts[1:] if len(parts) > 1 else parts
     median = {key: float(np.median([p[key] for p in later])) for key in parts[0]}
     return {

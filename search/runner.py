@@ -247,19 +247,22 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
         def report(study: optuna.Study, trial: FrozenTrial) -> None:
             echo(prefix + format_trial_line(trial, spec))
 
-        result = run_trials(
-            study,
-            objective,
-            target=target,
-            timeout=options.timeout if options.timeout is not None else spec.timeout,
-            worker=options.worker,
-            echo=echo,
-            callbacks=[report, *options.extra_callbacks],
-            liveness=liveness,
-            max_failures=options.max_failures,
-            signals=options.signals,
-            gc_after_trial=False,  # the objective's clear_session() collects before each trial
-        )
+        from search.session import long_lived_objects_frozen
+
+        with long_lived_objects_frozen():  # each trial's garbage collection skips them
+            result = run_trials(
+                study,
+                objective,
+                target=target,
+                timeout=options.timeout if options.timeout is not None else spec.timeout,
+                worker=options.worker,
+                echo=echo,
+                callbacks=[report, *options.extra_callbacks],
+                liveness=liveness,
+                max_failures=options.max_failures,
+                signals=options.signals,
+                gc_after_trial=False,  # the objective's clear_session() collects before each
+            )
         elapsed = time.perf_counter() - timer
         echo(
             f"{prefix}{count_finished(study)} finished trials after {elapsed:.1f} s "

@@ -10,9 +10,17 @@ keras-team/tf-keras#898). Two graphs per model, 6-8 MB per IMDB trial, never fre
 A registered gradient function is only looked up while a graph is being differentiated, that
 is while it is traced; once a trial's graphs are built, their entries are dead weight.
 :func:`clear_session` therefore removes them before Keras collects garbage.
+
+That collection walks every object Python tracks: TensorFlow and Keras alone hold about 350,000,
+0.2 s per trial. :func:`long_lived_objects_frozen` takes what exists before the first trial
+out of those walks.
 """
 
 from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
 
 import keras
 from tensorflow.python.framework import ops
@@ -34,6 +42,28 @@ def clear_session() -> None:
     """
     forget_custom_gradients()
     keras.backend.clear_session()  # collects garbage: the freed graphs go now
+
+
+@contextlib.contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """Keep the objects alive now out of the garbage collector's walks until the block ends.
+
+    Enter it once the worker has imported TensorFlow and prepared its data, around the trial
+    loop: a full collection (Keras' ``clear_session`` runs one per trial) then walks only what
+    the trials created, about 10 ms instead of 0.2 s. What the trials create is collected as
+    before; objects alive on entry that die inside the block are freed by reference counting,
+    or at the next collection after the block if they sit in reference cycles (``gc.freeze``).
+
+    Example:
+        >>> with long_lived_objects_frozen():  # doctest: +SKIP
+        ...     run_trials(study, objective, target=100)
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def forget_custom_gradients() -> int:

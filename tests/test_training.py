@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from search.data import Dataset
 from search.model import build_model
-from search.session import clear_session, custom_gradient_count
+from search.session import clear_session, custom_gradient_count, long_lived_objects_frozen
 from search.sparse_dense import CSR_FROM_UNITS, SparseInputDense, plain_dense_copy
 from search.training import PreparedData, steps_per_execution
 
@@ -159,6 +159,45 @@ def test_finished_trials_leave_no_graph_behind() -> None:
         del model
     clear_session()
     assert _live_graphs() == live[0] == live[-1]
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_fit_traces_the_train_step_once(sparse: bool) -> None:
+    # Variables created inside fit's first trace (optimizer slots, metrics compiled by name)
+    # would make TensorFlow trace the whole train step a second time.
+    clear_session()
+    dataset = _multi_hot() if sparse else _regression(n=200)
+    data = PreparedData(dataset)
+    model = build_model(
+        PARAMS, n_features=dataset.n_features, task=dataset.task, sparse=sparse, seed=0
+    )
+    traces = []
+    train_step = model.train_step
+
+    def counted(batch: object) -> object:
+        traces.append(batch)
+        return train_step(batch)
+
+    model.train_step = counted  # type: ignore[method-assign]
+    data.fit(model, batch_size=32, epochs=2)
+    assert len(traces) == 1
+
+
+def test_frozen_objects_stay_out_of_collections_until_the_block_ends() -> None:
+    import weakref
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a reference cycle: only the collector frees it
+
+    with long_lived_objects_frozen():
+        assert gc.get_freeze_count() > 1000  # the interpreter's, TensorFlow's, Keras' objects
+        made_inside = Node()
+        ref = weakref.ref(made_inside)
+        del made_inside
+        gc.collect()
+        assert ref() is None  # what trials create is still collected
+    assert gc.get_freeze_count() == 0
 
 
 def test_sparse_batches_gather_the_right_rows() -> None:
