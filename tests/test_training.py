@@ -200,6 +200,26 @@ def test_frozen_objects_stay_out_of_collections_until_the_block_ends() -> None:
     assert gc.get_freeze_count() == 0
 
 
+def test_freezing_first_frees_the_graphs_of_earlier_models() -> None:
+    import weakref
+
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    data = PreparedData(_multi_hot())
+    clear_session()
+    before = {id(o) for o in gc.get_objects() if isinstance(o, FuncGraph)}
+    model = build_model(PARAMS, n_features=200, task="binary", sparse=True, seed=0)
+    data.fit(model, batch_size=64, epochs=1)
+    del model
+    graphs = [
+        weakref.ref(o) for o in gc.get_objects() if isinstance(o, FuncGraph) and id(o) not in before
+    ]
+    assert graphs
+    with long_lived_objects_frozen():
+        clear_session()  # as every trial does
+        assert all(ref() is None for ref in graphs)  # not frozen alive
+
+
 def test_sparse_batches_gather_the_right_rows() -> None:
     dataset = _multi_hot(n=50, width=30)
     data = PreparedData(dataset)
