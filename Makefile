@@ -22,7 +22,7 @@ endif
 opt = $(if $(2),$(1) $(2))
 STORAGE_OPT = $(call opt,--storage,$(STORAGE))
 
-.PHONY: install search list show validate dashboard report workers test lint format bench bench-search clean-venv
+.PHONY: install search list show validate dashboard report workers test lint format bench bench-storage bench-search clean-venv
 
 install: $(VENV)/.installed
 
@@ -73,6 +73,9 @@ clean-venv:
 
 bench: install
 	$(BIN)/python -m benchmarks.bench_training $(BENCH_ARGS)
+
+bench-storage: install
+	$(BIN)/python -m benchmarks.bench_storage --trials 400 --out BENCHMARKS.md
 
 bench-search: install
 	$(BIN)/python -m benchmarks.bench_search --budget $(BUDGET)

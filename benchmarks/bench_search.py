@@ -363,8 +363,9 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def merge_section(text: str, section: str) -> str:
-    """``text`` with its P4 section replaced by ``section``, or ``section`` appended.
+def merge_section(text: str, section: str, heading: str = SECTION) -> str:
+    """``text`` with its section starting with ``heading`` replaced by ``section``, or
+    ``section`` appended.
 
     Example:
         >>> merge_section("# B\\n\\n## P1\\n\\nx\\n", "## P4 search efficiency\\n\\ny\\n")
@@ -373,7 +374,7 @@ def merge_section(text: str, section: str) -> str:
     if not text.strip():
         return "# Benchmarks\n\n" + section
     lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.startswith(SECTION)), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
     if start is None:
         return text.rstrip("\n") + "\n\n" + section
     end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), None)

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+SECTION = "## Storage: trials per second with N workers on one study"
+COMMAND = "python -m benchmarks.bench_storage --trials 400 --out BENCHMARKS.md"
 PG_URL = os.environ.get("CAPSEARCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=400)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the table into this BENCHMARKS.md")
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs per row; the table shows medians"
     )
@@ -150,17 +154,25 @@ def main(argv: list[str] | None = None) -> int:
             backends.append("postgresql")
         else:
             print(f"PostgreSQL not answering at {PG_URL}; SQLite only", file=sys.stderr)
-    print(
+    table: list[str] = []
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        table.append(line)
+
+    emit(
         f"{os.cpu_count()} cores, Python {platform.python_version()}, Optuna {optuna.__version__}, "
         f"SQLAlchemy {sqlalchemy.__version__}; null objective, {args.trials} trials per run, "
         f"median of {args.repeat} runs\n"
     )
-    print(
+    emit(
         "| storage | workers | trials/s | ms/trial (wall) | ms/trial/worker | finished | "
         "other trials | lock errors | retried | wall s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     barrier = not args.no_barrier
+    at_8: dict[str, float] = {}  # median ms per trial of the last (largest) worker count
+    errors, exact = 0, True
     with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             for workers in args.workers:
@@ -176,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append(run_one(PG_URL, name, workers, args.trials, barrier=barrier))
                     finally:
                         delete_study_if_present(PG_URL, name)
-                print(row(backend, workers, args.trials, runs), flush=True)
+                emit(row(backend, workers, args.trials, runs))
+                at_8[backend] = statistics.median(1000 * r["span_s"] / r["trials"] for r in runs)
+                errors += sum(r["lock_errors"] for r in runs)
+                exact = exact and all(r["finished"] == args.trials for r in runs)
         if not args.no_race:
             runs = []
             for _ in range(args.repeat):
@@ -185,7 +200,25 @@ def main(argv: list[str] | None = None) -> int:
                 runs.append(run_one(url, name, 8, args.trials, "--unlocked", barrier=barrier))
             overshoot = max(r["finished"] for r in runs) - args.trials
             note = f" up to {overshoot} trials too many" if overshoot > 0 else " no overshoot"
-            print(row("sqlite, no lock", 8, args.trials, runs, note), flush=True)
+            emit(row("sqlite, no lock", 8, args.trials, runs, note))
+    if args.out is not None:
+        from benchmarks.bench_search import merge_section
+
+        section = "\n".join([SECTION, "", f"`{COMMAND}` on {time.strftime('%Y-%m-%d')}:", ""])
+        section += "\n" + "\n".join(table) + "\n"
+        goals = {"sqlite": 50.0, "postgresql": 20.0}
+        verdicts = [
+            f"{backend} {ms:.1f} ms (goal <= {goals[backend]:.0f}: "
+            f"{'met' if ms <= goals[backend] else 'not met'})"
+            for backend, ms in at_8.items()
+        ]
+        section += (
+            f"\nAt {max(args.workers)} workers: {'; '.join(verdicts)}. Lock errors: {errors}; "
+            f"every locked run finished exactly {args.trials} trials: {'yes' if exact else 'no'}.\n"
+        )
+        old = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(merge_section(old, section, SECTION))
+        print(f"wrote {args.out}")
     return 0
 
 
