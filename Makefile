@@ -60,13 +60,13 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check search tests
-	$(BIN)/ruff format --check search tests
-	$(BIN)/mypy search
+	$(BIN)/ruff check search tests benchmarks
+	$(BIN)/ruff format --check search tests benchmarks
+	$(BIN)/mypy search benchmarks
 
 format: install
-	$(BIN)/ruff format search tests
-	$(BIN)/ruff check --fix search tests
+	$(BIN)/ruff format search tests benchmarks
+	$(BIN)/ruff check --fix search tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,6 +18,7 @@ Usage: ``python -m benchmarks.bench_training [--quick] [--only p1 p2 p3] [--out 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -36,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
+import scipy.sparse  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from search.data import DataContext, load_dataset  # noqa: E402
@@ -124,6 +126,8 @@ def p2_imdb(quick: bool) -> list[dict[str, Any]]:
     dataset = load_dataset("imdb", {}, context())
     epochs = 2 if quick else 4
     rows = []
+    assert isinstance(dataset.x_train, scipy.sparse.spmatrix | scipy.sparse.sparray)
+    assert isinstance(dataset.x_val, scipy.sparse.spmatrix | scipy.sparse.sparray)
     x_dense = dataset.x_train.toarray()  # the book's 15,000 x 10,000 float matrix
     x_val_dense = dataset.x_val.toarray()
     data = PreparedData(dataset)
@@ -133,13 +137,14 @@ def p2_imdb(quick: bool) -> list[dict[str, Any]]:
         book = build_model(params, n_features=dataset.n_features, task="binary", seed=0)
         book_epochs = _EpochClock()
         book_time, history = timed(
-            lambda book=book, clock=book_epochs: book.fit(
+            functools.partial(
+                book.fit,
                 x_dense,
                 dataset.y_train,
                 epochs=epochs,
                 batch_size=512,
                 validation_data=(x_val_dense, dataset.y_val),
-                callbacks=[clock],
+                callbacks=[book_epochs],
                 verbose=0,
             )
         )
@@ -155,7 +160,7 @@ def p2_imdb(quick: bool) -> list[dict[str, Any]]:
             steps_per_execution=steps_per_execution(data.steps_per_epoch(512)),
         )
         fast_time, fast_history = timed(
-            lambda fast=fast: data.fit(fast, batch_size=512, epochs=epochs, measure_train=False)
+            functools.partial(data.fit, fast, batch_size=512, epochs=epochs, measure_train=False)
         )
         # Warm epochs (the first one traces the graphs) include each side's validation pass;
         # medians, so that one epoch slowed by the machine does not decide the ratio.
@@ -246,6 +251,7 @@ def p3_overhead(quick: bool) -> dict[str, Any]:
             study.enqueue_trial(fixed)
             study.optimize(objective, n_trials=1)
             trial = study.trials[-1]
+            assert trial.datetime_complete is not None and trial.datetime_start is not None
             wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
             records = histories[-1].records
             warm = float(np.median([r.train_seconds for r in records[1:]]))

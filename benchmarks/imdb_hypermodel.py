@@ -14,6 +14,8 @@ unit with binary cross-entropy. ``data_loss`` is the cross-entropy without the L
 data loss this service ranks trials by.
 """
 
+from typing import Any
+
 import keras
 import keras_tuner
 
@@ -54,6 +56,8 @@ class ImdbHyperModel(keras_tuner.HyperModel):
         )
         return model
 
-    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args, **kwargs):
+    def fit(
+        self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any
+    ) -> Any:
         """Train with a searched batch size; the tuner's arguments pass through unchanged."""
         return model.fit(*args, batch_size=hp.Choice("batch_size", BATCH_SIZES), **kwargs)
