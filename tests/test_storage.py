@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -314,24 +316,34 @@ def _terminate_backend(pid: int) -> None:
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
 
 
+@contextlib.contextmanager
+def _pg_study(pg_url: str, prefix: str) -> Iterator[tuple[str, optuna.storages.RDBStorage]]:
+    """A new study on the PostgreSQL server and its storage, both gone afterwards."""
+    name = _unique_name(prefix)
+    storage = open_storage(pg_url)
+    try:
+        optuna.create_study(study_name=name, storage=storage)
+        yield name, storage
+    finally:
+        _dispose(storage)
+        delete_study_if_present(pg_url, name)
+
+
 @pytest.mark.postgres
 def test_idle_server_connection_is_pinged_and_replaced(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pooled connection the server closed while it sat idle is replaced before use."""
     monkeypatch.setattr(opening, "PING_AFTER_IDLE_S", 0.5)
-    name = _unique_name("idle-ping")
-    storage = open_storage(pg_url)
-    pings: list[object] = []
-    real_ping = storage.engine.dialect.do_ping
+    with _pg_study(pg_url, "idle-ping") as (name, storage):
+        pings: list[object] = []
+        real_ping = storage.engine.dialect.do_ping
 
-    def counted_ping(dbapi_connection: object) -> bool:
-        pings.append(dbapi_connection)
-        return bool(real_ping(dbapi_connection))
+        def counted_ping(dbapi_connection: object) -> bool:
+            pings.append(dbapi_connection)
+            return bool(real_ping(dbapi_connection))
 
-    monkeypatch.setattr(storage.engine.dialect, "do_ping", counted_ping)
-    try:
-        optuna.create_study(study_name=name, storage=storage)
+        monkeypatch.setattr(storage.engine.dialect, "do_ping", counted_ping)
         first = _backend_pid(storage)
         assert _backend_pid(storage) == first  # the pool hands back the last one used
         assert pings == []  # used a moment ago: no round trip spent on a ping
@@ -341,9 +353,6 @@ def test_idle_server_connection_is_pinged_and_replaced(
         study.enqueue_trial({"x": 1.0})
         assert len(pings) >= 1
         assert _backend_pid(storage) != first
-    finally:
-        _dispose(storage)
-        delete_study_if_present(pg_url, name)
 
 
 @pytest.mark.postgres
@@ -352,10 +361,7 @@ def test_without_the_idle_ping_a_closed_connection_fails(
 ) -> None:
     """The control for the test above: a connection closed a moment ago is not pinged."""
     monkeypatch.setattr(opening, "PING_AFTER_IDLE_S", 3600.0)
-    name = _unique_name("no-ping")
-    storage = open_storage(pg_url)
-    try:
-        optuna.create_study(study_name=name, storage=storage)
+    with _pg_study(pg_url, "no-ping") as (name, storage):
         _terminate_backend(_backend_pid(storage))
         time.sleep(0.2)
         with pytest.raises(
@@ -364,9 +370,6 @@ def test_without_the_idle_ping_a_closed_connection_fails(
             optuna.load_study(study_name=name, storage=storage)
         # The pool dropped the dead connection: the next call works on a fresh one.
         assert optuna.load_study(study_name=name, storage=storage).study_name == name
-    finally:
-        _dispose(storage)
-        delete_study_if_present(pg_url, name)
 
 
 @pytest.mark.postgres
