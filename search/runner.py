@@ -261,7 +261,7 @@ def run_search(spec: StudySpec, options: SearchOptions, echo: Echo = print) -> o
                 liveness=liveness,
                 max_failures=options.max_failures,
                 signals=options.signals,
-                gc_after_trial=False,  # the objective's clear_session() collects before each
+                gc_after_trial=False,  # the objective's clear_session() collects per trial
             )
         elapsed = time.perf_counter() - timer
         echo(

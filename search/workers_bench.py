@@ -81,15 +81,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
     study = _create(args.study, url)
     print(f"study {args.study} in {mask_url(url)}: {args.n} workers, target {args.trials}")
 
-    def argv_for(worker: str) -> list[str]:
-        argv = [sys.executable, "-m", "search.workers_bench", "worker", args.study]
-        argv += ["--worker-id", worker, *_objective_args(args)]
-        return argv
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="capsearch-barrier-") as barrier:
-        if args.barrier:
-            args.barrier_dir, args.barrier_count = barrier, args.n
+        barrier_args = ["--barrier-dir", barrier, "--barrier-count", str(args.n)]
+
+        def argv_for(worker: str) -> list[str]:
+            argv = [sys.executable, "-m", "search.workers_bench", "worker", args.study]
+            argv += ["--worker-id", worker, *_objective_args(args)]
+            return argv + barrier_args if args.barrier else argv
+
         code = launch_workers(args.n, argv_for, url, lambda line: print(line, flush=True))
     wall = time.perf_counter() - start
     trials = study.get_trials(deepcopy=False)
@@ -123,8 +123,6 @@ def _objective_args(args: argparse.Namespace) -> list[str]:
             out.append(flag)
     if args.timeout is not None:
         out += ["--timeout", str(args.timeout)]
-    if getattr(args, "barrier_dir", None):
-        out += ["--barrier-dir", args.barrier_dir, "--barrier-count", str(args.barrier_count)]
     return out
 
 
@@ -198,10 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     launch = sub.add_parser("launch", help="create the study and run N worker processes")
     launch.add_argument("-n", type=int, default=2)
-    worker = sub.add_parser("worker", help="one worker process")
     launch.add_argument(
         "--barrier", action="store_true", help="start trials once every worker is ready"
     )
+    worker = sub.add_parser("worker", help="one worker process")
     worker.add_argument("--worker-id", default=f"w{os.getpid()}")
     worker.add_argument("--barrier-dir", help=argparse.SUPPRESS)
     worker.add_argument("--barrier-count", type=int, default=0, help=argparse.SUPPRESS)
