@@ -12,7 +12,8 @@ HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 OUT ?=
 BENCH_ARGS ?=
-BUDGET ?= 900
+BUDGET ?= 600
+SEEDS ?= 0,1,2
 
 # Offline copies of the data sets, when this checkout sits beside them (never required).
 ifneq ($(wildcard ../shared/data),)
@@ -78,4 +79,4 @@ bench-storage: install
 	$(BIN)/python -m benchmarks.bench_storage --trials 400 --out BENCHMARKS.md
 
 bench-search: install
-	$(BIN)/python -m benchmarks.bench_search --budget $(BUDGET)
+	$(BIN)/python -m benchmarks.bench_search --budget $(BUDGET) --seeds $(SEEDS)
