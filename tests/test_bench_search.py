@@ -1,0 +1,58 @@
+"""P4's verdicts: per seed, and on the medians over seeds (no training: recorded trials)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.bench_search import _seeds, analyse, summarize
+
+
+def _run(*points: tuple[float, float | None]) -> dict:
+    return {
+        "points": [{"t": t, "loss": loss, "complete": True, "epochs": 1} for t, loss in points],
+        "seconds": 600.0,
+        "trials": len(points),
+        "pruned": 0,
+        "epochs": len(points),
+    }
+
+
+def _runs(ours: dict, kt: dict) -> dict:
+    return {"capsearch": ours, "optuna_nopruning": _run((5.0, 0.30)), "keras_tuner": kt}
+
+
+def test_a_seed_meets_the_goal_reaching_keras_tuners_best_in_a_third_of_its_time_and_ending_lower():
+    kt = _run((10.0, 0.29), (90.0, 0.27), (300.0, 0.28))  # final best 0.27, reached at 90 s
+    verdict = analyse(_runs(_run((20.0, 0.275), (29.0, 0.269), (400.0, 0.265)), kt))
+    assert verdict["target"] == 0.27 and verdict["kt_time"] == 90.0
+    assert verdict["ratio"] == pytest.approx(29.0 / 90.0)
+    assert verdict["margin"] == pytest.approx(0.265 - 0.27)
+    assert verdict["goal_met"]
+
+
+def test_a_seed_misses_the_goal_when_too_slow_or_never_reaching_it():
+    kt = _run((90.0, 0.27))
+    slow = analyse(_runs(_run((31.0, 0.269)), kt))  # 31 s > 90 s / 3
+    assert not slow["goal_met"] and slow["margin"] < 0
+    never = analyse(_runs(_run((5.0, 0.28), (10.0, None)), kt))
+    assert math.isinf(never["ratio"]) and not never["goal_met"]
+
+
+def test_the_goal_over_seeds_is_judged_on_the_medians():
+    met = {"ratio": 0.1, "margin": -0.01, "goal_met": True}
+    never = {"ratio": math.inf, "margin": 0.002, "goal_met": False}
+    slow = {"ratio": 0.5, "margin": -0.003, "goal_met": False}
+    two_of_three = summarize({0: met, 1: met, 2: never})
+    assert two_of_three["goal_met"] and two_of_three["met_seeds"] == 2
+    assert two_of_three["median_ratio"] == 0.1
+    one_of_three = summarize({0: met, 1: slow, 2: never})
+    assert not one_of_three["goal_met"] and one_of_three["median_ratio"] == 0.5
+
+
+def test_seeds_are_distinct_integers():
+    assert _seeds("0,1,2") == [0, 1, 2]
+    for bad in ("0,x", "1,1", ""):
+        with pytest.raises(Exception, match="e.g. 0,1,2"):
+            _seeds(bad)
