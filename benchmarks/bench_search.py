@@ -16,7 +16,8 @@ S (no trial starts after S seconds; the running one finishes, as ``capsearch run
 Each engine's best validation data loss over time is recorded per finished trial; the section
 gives every final best, when each engine first reached KerasTuner's final best, the goal "this
 service reaches KerasTuner's final best in <= 1/3 of KerasTuner's time and ends lower", and a PNG
-of the three curves. An existing P4 section of the output file is replaced; the rest is kept.
+of the three curves (one panel per seed). An existing P4 section of the output file is replaced;
+the rest is kept.
 
 One early lucky trial can decide a single run, so the three engines run once per seed (``--seeds
 0,1,2``: the samplers', KerasTuner's oracle's and the training seeds), and the goal is judged on
@@ -477,11 +478,12 @@ def main(argv: list[str] | None = None) -> int:
     png = (ROOT / "benchmarks" if default else out.parent) / "p4_search.png"
 
     start = time.perf_counter()
+    specs = {seed: study_spec(args.quick, seed) for seed in args.seeds}
     by_seed: dict[int, dict[str, dict[str, Any]]] = {}
     verdicts: dict[int, dict[str, Any]] = {}
-    for seed in args.seeds:
+    for seed, spec in specs.items():
         print(f"seed {seed}", flush=True)
-        by_seed[seed] = run_engines(study_spec(args.quick, seed), args.budget)
+        by_seed[seed] = run_engines(spec, args.budget)
         verdicts[seed] = analyse(by_seed[seed])
     summary = summarize(verdicts)
     seconds = time.perf_counter() - start
@@ -493,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         verdicts,
         summary,
         budget=args.budget,
-        epochs=study_spec(args.quick).training.epochs,
+        epochs=spec.training.epochs,  # the seeds differ in nothing else
         quick=args.quick,
         png=os.path.relpath(png, out.resolve().parent),
         seconds=seconds,
