@@ -73,14 +73,18 @@ def run_one(
     return report
 
 
+def _engine(url: str, **options: Any) -> Any:
+    """A SQLAlchemy engine on ``url`` through psycopg 3, the driver the service uses."""
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1), **options
+    )
+
+
 def postgres_answers(url: str) -> bool:
     try:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(
-            url.replace("postgresql://", "postgresql+psycopg://", 1),
-            connect_args={"connect_timeout": 3},
-        )
+        engine = _engine(url, connect_args={"connect_timeout": 3})
         with engine.connect():
             pass
         engine.dispose()
@@ -98,9 +102,7 @@ def vacuum(url: str) -> None:
     """
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(
-        url.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
-    )
+    engine = _engine(url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text("VACUUM ANALYZE"))
