@@ -57,15 +57,20 @@ class SparseInputDense(keras.layers.Dense):
         return outputs
 
 
-def sparse_matmul(x: tf.SparseTensor, kernel: tf.Tensor) -> tf.Tensor:
+def sparse_matmul(x: tf.SparseTensor, kernel: tf.Tensor, *, csr: bool | None = None) -> tf.Tensor:
     """``x @ kernel`` for a rank-2 sparse ``x`` in row-major order, differentiable in ``kernel``.
+
+    ``csr`` picks the CSR kernels (wide outputs) or the COO product (narrow ones); by default
+    the kernel's static width decides, against :data:`CSR_FROM_UNITS`.
 
     Example:
         >>> x = tf.sparse.from_dense(tf.constant([[0.0, 1.0], [2.0, 0.0]]))
         >>> sparse_matmul(x, tf.constant([[1.0], [10.0]])).numpy().ravel().tolist()
         [10.0, 2.0]
     """
-    if kernel.shape[-1] is not None and kernel.shape[-1] < CSR_FROM_UNITS:
+    if csr is None:
+        csr = kernel.shape[-1] is None or kernel.shape[-1] >= CSR_FROM_UNITS
+    if not csr:
         return tf.sparse.sparse_dense_matmul(x, kernel)
     return _csr_matmul(x, kernel)
 

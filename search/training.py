@@ -2,7 +2,10 @@
 
 Data is turned into tensors once per worker (:class:`PreparedData`) and shared by every trial.
 Batches are cut from a shuffled row index and gathered in TensorFlow, so multi-hot text stays a
-``tf.SparseTensor`` end to end and tiny data sets repeat inside one compiled call.
+``tf.SparseTensor`` end to end and tiny data sets repeat inside one compiled call. Models of the
+searched family train in graphs traced once per worker and layer structure
+(:mod:`search.shared_graphs`); any other model trains with ``model.fit`` on a ``tf.data``
+pipeline that cuts the same kind of batches.
 
 An *epoch* is one pass over the training rows, or, when the study sets ``steps_per_epoch``, that
 many optimizer steps (the data repeated): 21 points trained full-batch for 20,000 steps become 200
@@ -27,7 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from search.model import loss_name
+from search.model import count_hits, loss_name
+from search.shared_graphs import SharedGraphs, epoch_rows, shared_graph_plan
 
 if TYPE_CHECKING:
     from search.data import Dataset, Features, Task
@@ -107,19 +111,26 @@ class _Split:
 class PreparedData:
     """A :class:`~search.data.Dataset` converted to tensors once, for every trial of a worker.
 
+    Args:
+        dataset: The study's data.
+        use_shared_graphs: Train models of the searched family in the worker's shared graphs
+            (:mod:`search.shared_graphs`); when false, every model trains with ``model.fit``.
+
     Example:
         >>> prepared = PreparedData(dataset)  # doctest: +SKIP
         >>> history = prepared.fit(model, batch_size=512, epochs=20)  # doctest: +SKIP
     """
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, *, use_shared_graphs: bool = True) -> None:
         self.dataset = dataset
+        self.use_shared_graphs = use_shared_graphs
         self.splits: dict[str, _Split] = {}
         for name in ("train", "val", "test"):
             x, y = getattr(dataset, f"x_{name}"), getattr(dataset, f"y_{name}")
             if x is not None and y is not None and x.shape[0] > 0:
                 self.splits[name] = _Split(x, y)
         self._eval_cache: dict[str, list[tuple[Any, Any]]] = {}
+        self.shared_graphs = SharedGraphs(self)
 
     @property
     def n_train(self) -> int:
@@ -181,15 +192,36 @@ class PreparedData:
         """
         steps = self.steps_per_epoch(batch_size, steps_per_epoch)
         history = history if history is not None else History()
-        evaluator = EpochEvaluator(self, model, history, on_epoch, measure_train=measure_train)
-        model.fit(
-            self.train_dataset(batch_size, seed),
-            epochs=epochs,
-            steps_per_epoch=steps,
-            callbacks=[evaluator, *callbacks],
-            shuffle=False,
-            verbose=0,
+        plan = shared_graph_plan(model, self.dataset.task) if self.use_shared_graphs else None
+        if plan is None:
+            evaluator = EpochEvaluator(self, model, history, on_epoch, measure_train=measure_train)
+            model.fit(
+                self.train_dataset(batch_size, seed),
+                epochs=epochs,
+                steps_per_epoch=steps,
+                callbacks=[evaluator, *callbacks],
+                shuffle=False,
+                verbose=0,
+            )
+            return history
+        run = self.shared_graphs.start(plan, seed=seed)
+        evaluator = EpochEvaluator(
+            self, model, history, on_epoch, measure_train=measure_train, batch_stats=run.batch_stats
         )
+        callback_list = keras.callbacks.CallbackList(
+            [evaluator, *callbacks], model=model, epochs=epochs, steps=steps, verbose=0
+        )
+        model.stop_training = False
+        callback_list.on_train_begin()
+        for epoch in range(epochs):
+            callback_list.on_epoch_begin(epoch)
+            logs = run.train_epoch(
+                *epoch_rows(self.n_train, batch_size, steps, epoch * steps, seed)
+            )
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        callback_list.on_train_end()
         return history
 
     def evaluate(self, model: keras.Model, split: str) -> tuple[float, float | None]:
@@ -225,6 +257,7 @@ class EpochEvaluator(keras.callbacks.Callback):
         on_epoch: Callable[[EpochRecord], None] | None,
         *,
         measure_train: bool = True,
+        batch_stats: Callable[[Any, tf.Tensor], tuple[tf.Tensor, tf.Tensor]] | None = None,
     ) -> None:
         super().__init__()
         self._measure_train = measure_train
@@ -233,24 +266,8 @@ class EpochEvaluator(keras.callbacks.Callback):
         self._history = history
         self._on_epoch = on_epoch
         task = data.dataset.task
-        loss_fn = _per_sample_loss(task)
-        classify = task != "regression"
-
-        # Traced once per model for batches of any size (a trial's second trace cost ~0.2 s).
-        @tf.function(input_signature=data.splits["train"].batch_signature())
-        def batch_stats(x: Any, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            pred = model(x, training=False)
-            loss_sum = tf.reduce_sum(tf.cast(loss_fn(y, pred), tf.float64))
-            if not classify:
-                return loss_sum, tf.constant(0.0, tf.float64)
-            if task == "binary":
-                hit = tf.equal(tf.cast(pred > 0.5, y.dtype), y)
-            else:
-                hit = tf.equal(tf.argmax(pred, axis=-1), tf.cast(y, tf.int64))
-            return loss_sum, tf.reduce_sum(tf.cast(hit, tf.float64))
-
-        self._batch_stats = batch_stats
-        self._classify = classify
+        self._classify = task != "regression"
+        self._batch_stats = batch_stats or _model_batch_stats(model, data, task)
 
     def measure(self, split: str) -> tuple[float, float | None]:
         n = self._data.splits[split].n
@@ -286,6 +303,21 @@ class EpochEvaluator(keras.callbacks.Callback):
             logs.update({"train_accuracy": float(train_acc), "val_accuracy": val_acc})
         if self._on_epoch is not None:
             self._on_epoch(record)
+
+
+def _model_batch_stats(
+    model: keras.Model, data: PreparedData, task: Task
+) -> Callable[[Any, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    loss_fn = _per_sample_loss(task)
+
+    # Traced once per model for batches of any size (a trial's second trace cost ~0.2 s).
+    @tf.function(input_signature=data.splits["train"].batch_signature())
+    def batch_stats(x: Any, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        pred = model(x, training=False)
+        loss_sum = tf.reduce_sum(tf.cast(loss_fn(y, pred), tf.float64))
+        return loss_sum, count_hits(task, y, pred)
+
+    return batch_stats  # type: ignore[no-any-return]
 
 
 def _per_sample_loss(task: Task) -> Callable[[Any, Any], Any]:

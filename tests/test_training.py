@@ -147,7 +147,7 @@ def _live_graphs() -> int:
 def test_finished_trials_leave_no_graph_behind() -> None:
     # Keras' optimizer registers a tf.custom_gradient per traced train step, and TensorFlow's
     # registry would keep that step's graph alive forever (6-8 MB per IMDB trial).
-    data = PreparedData(_multi_hot())
+    data = PreparedData(_multi_hot(), use_shared_graphs=False)
     live = []
     for seed in range(3):
         clear_session()
@@ -167,7 +167,7 @@ def test_fit_traces_the_train_step_once(sparse: bool) -> None:
     # would make TensorFlow trace the whole train step a second time.
     clear_session()
     dataset = _multi_hot() if sparse else _regression(n=200)
-    data = PreparedData(dataset)
+    data = PreparedData(dataset, use_shared_graphs=False)
     model = build_model(
         PARAMS, n_features=dataset.n_features, task=dataset.task, sparse=sparse, seed=0
     )
@@ -205,7 +205,7 @@ def test_freezing_first_frees_the_graphs_of_earlier_models() -> None:
 
     from tensorflow.python.framework.func_graph import FuncGraph
 
-    data = PreparedData(_multi_hot())
+    data = PreparedData(_multi_hot(), use_shared_graphs=False)
     clear_session()
     before = {id(o) for o in gc.get_objects() if isinstance(o, FuncGraph)}
     model = build_model(PARAMS, n_features=200, task="binary", sparse=True, seed=0)
