@@ -210,11 +210,11 @@ class _EpochClock(keras.callbacks.Callback):
 def p3_overhead(quick: bool) -> dict[str, Any]:
     """Where an IMDB trial's wall time goes, and the worker's memory over many trials.
 
-    Each trial's epochs record ``train_seconds`` (the fit loop's steps) and ``eval_seconds``
-    (the validation pass). The first epoch's steps also hold the tracing of the new model's
-    graphs, so *optimizer steps* count every epoch at the median warm epoch's time, and the
-    first epoch's surplus is *tracing*; *other* is the rest of the trial's wall time (model
-    build, ``clear_session``, pruner reports and attribute writes).
+    Each trial's epochs record ``train_seconds`` (the epoch's steps) and ``eval_seconds``
+    (the validation pass). The first epoch's steps also hold any tracing (the worker's first
+    trial traces its shared graphs), so *optimizer steps* count every epoch at the median warm
+    epoch's time, and the first epoch's surplus is *tracing*; *other* is the rest of the trial's
+    wall time (model build, ``clear_session``, pruner reports and attribute writes).
     """
     import optuna
 
@@ -355,7 +355,9 @@ def render(results: dict[str, Any], seconds: float) -> str:
             f"on their own, so the share stays above that however small the rest gets; graph "
             f"tracing and the rest are "
             f"{(p3['median']['tracing'] + p3['median']['other']) / p3['median']['wall']:.1%} of "
-            f"the trial (one trace of a new model's train step and inference function).",
+            f"the trial. Only the worker's first trial of a layer structure traces its shared "
+            f"train-epoch and evaluation graphs (search.shared_graphs); the rest is building the "
+            f"Keras model, clear_session, pruner reports and attribute writes.",
             f"- Resident memory after 1 trial {p3['rss_after_1_mb']:.0f} MB, after "
             f"{p3['trials']} trials {p3['rss_after_n_mb']:.0f} MB: growth {p3['growth_mb']:.0f} MB "
             f"(goal <= 100 MB: {_mark(p3['growth_mb'] <= 100)}).",

@@ -14,7 +14,9 @@ the penalty ``l2 * sum(kernel ** 2)`` of ``keras.regularizers.L2`` and the updat
 One epoch, all its optimizer steps, is one compiled call; the weights are written back into the
 Keras model after each epoch, so callbacks, predictions and saving see the trained model.
 Dropout masks come from stateless random ops seeded by the trial's seed, the layer and the step
-(the same seed gives the same run; the masks are not those ``fit`` would draw).
+(the same seed gives the same run; the masks are not those ``fit`` would draw). Each training run
+starts with fresh optimizer slots, as a new model's first ``fit`` does; the Keras optimizer's own
+slots are left untouched.
 
 Models outside that family (hypermodels, other layers or optimizer options, mixed precision)
 train with ``model.fit``: :func:`shared_graph_plan` returns ``None`` for them.
@@ -115,8 +117,11 @@ def shared_graph_plan(model: keras.Model, task: Task) -> GraphPlan | None:
     sparse = bool(getattr(model.inputs[0], "sparse", False))
     if sparse and type(dense[0]) is not SparseInputDense:
         return None
+    activations = tuple(keras.activations.serialize(layer.activation) for layer in dense)
+    if not all(isinstance(name, str) for name in activations):
+        return None  # a custom activation: no name to key the graph on
     key = GraphKey(
-        activations=tuple(keras.activations.serialize(layer.activation) for layer in dense),
+        activations=activations,
         loss=loss_name(task),
         task=task,
         sparse=sparse,
