@@ -28,7 +28,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import keras
 import numpy as np
@@ -266,10 +266,9 @@ class SharedGraphs:
                         ]
                         loss = data_loss + tf.add_n(penalty)
                 grads = tape.gradient(loss, weights)
-                local_step = tf.cast(iterations + tf.cast(i, tf.int64) + 1, tf.float32)
-                weights, slots = update(
-                    weights, grads, slots, learning_rate, local_step, key.optimizer_constants
-                )
+                number = tf.cast(iterations + tf.cast(i, tf.int64) + 1, tf.float32)
+                step_info = _Step(learning_rate, number, key.optimizer_constants)
+                weights, slots = update(weights, grads, slots, step_info)
                 count = tf.cast(tf.shape(losses)[0], tf.float64)
                 batch = [
                     tf.cast(loss, tf.float64) * count,
@@ -431,20 +430,24 @@ def _dropout(h: tf.Tensor, rate: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     )
 
 
+class _Step(NamedTuple):
+    """What an update rule needs besides the weights, gradients and slots."""
+
+    learning_rate: tf.Tensor
+    number: tf.Tensor  # the optimizer's iterations + 1, as a float (Adam's bias correction)
+    constants: tuple[float, ...]  # rho, epsilon; beta_1, beta_2, epsilon
+
+
 def _slot_count(optimizer: str) -> int:
     return {"rmsprop": 1, "adam": 2, "sgd": 0}[optimizer]
 
 
 def _rmsprop(
-    weights: _Tensors,
-    grads: _Tensors,
-    slots: list[_Tensors],
-    lr: tf.Tensor,
-    step: tf.Tensor,
-    constants: tuple[float, ...],
+    weights: _Tensors, grads: _Tensors, slots: list[_Tensors], step: _Step
 ) -> tuple[_Tensors, list[_Tensors]]:
     # keras.optimizers.RMSprop.update_step, not centered, no momentum.
-    rho, epsilon = constants
+    rho, epsilon = step.constants
+    lr = step.learning_rate
     velocities = [rho * v + (1 - rho) * tf.square(g) for v, g in zip(slots[0], grads, strict=True)]
     new = [
         w - (lr * g) / tf.sqrt(v + epsilon)
@@ -454,16 +457,12 @@ def _rmsprop(
 
 
 def _adam(
-    weights: _Tensors,
-    grads: _Tensors,
-    slots: list[_Tensors],
-    lr: tf.Tensor,
-    step: tf.Tensor,
-    constants: tuple[float, ...],
+    weights: _Tensors, grads: _Tensors, slots: list[_Tensors], step: _Step
 ) -> tuple[_Tensors, list[_Tensors]]:
-    # keras.optimizers.Adam.update_step, no amsgrad; ``step`` is iterations + 1.
-    beta_1, beta_2, epsilon = constants
-    alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+    # keras.optimizers.Adam.update_step, no amsgrad.
+    beta_1, beta_2, epsilon = step.constants
+    power = step.number
+    alpha = step.learning_rate * tf.sqrt(1 - tf.pow(beta_2, power)) / (1 - tf.pow(beta_1, power))
     moments = [m + (g - m) * (1 - beta_1) for m, g in zip(slots[0], grads, strict=True)]
     velocities = [
         v + (tf.square(g) - v) * (1 - beta_2) for v, g in zip(slots[1], grads, strict=True)
@@ -476,14 +475,9 @@ def _adam(
 
 
 def _sgd(
-    weights: _Tensors,
-    grads: _Tensors,
-    slots: list[_Tensors],
-    lr: tf.Tensor,
-    step: tf.Tensor,
-    constants: tuple[float, ...],
+    weights: _Tensors, grads: _Tensors, slots: list[_Tensors], step: _Step
 ) -> tuple[_Tensors, list[_Tensors]]:
-    return [w - g * lr for w, g in zip(weights, grads, strict=True)], []
+    return [w - g * step.learning_rate for w, g in zip(weights, grads, strict=True)], []
 
 
 _UPDATES = {"rmsprop": _rmsprop, "adam": _adam, "sgd": _sgd}

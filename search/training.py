@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from search.model import count_hits, loss_name
-from search.shared_graphs import SharedGraphs, epoch_rows, shared_graph_plan
+from search.shared_graphs import SharedGraphs, TrialRun, epoch_rows, shared_graph_plan
 
 if TYPE_CHECKING:
     from search.data import Dataset, Features, Task
@@ -208,21 +208,32 @@ class PreparedData:
         evaluator = EpochEvaluator(
             self, model, history, on_epoch, measure_train=measure_train, batch_stats=run.batch_stats
         )
+        self._fit_shared(run, model, batch_size, epochs, steps, seed, [evaluator, *callbacks])
+        return history
+
+    def _fit_shared(
+        self,
+        run: TrialRun,
+        model: keras.Model,
+        batch_size: int,
+        epochs: int,
+        steps: int,
+        seed: int,
+        callbacks: list[keras.callbacks.Callback],
+    ) -> None:
+        """``model.fit``'s epoch loop and callback calls around the shared graphs' epochs."""
         callback_list = keras.callbacks.CallbackList(
-            [evaluator, *callbacks], model=model, epochs=epochs, steps=steps, verbose=0
+            callbacks, model=model, epochs=epochs, steps=steps, verbose=0
         )
         model.stop_training = False
         callback_list.on_train_begin()
         for epoch in range(epochs):
             callback_list.on_epoch_begin(epoch)
-            logs = run.train_epoch(
-                *epoch_rows(self.n_train, batch_size, steps, epoch * steps, seed)
-            )
-            callback_list.on_epoch_end(epoch, logs)
+            rows = epoch_rows(self.n_train, batch_size, steps, epoch * steps, seed)
+            callback_list.on_epoch_end(epoch, run.train_epoch(*rows))
             if model.stop_training:
                 break
         callback_list.on_train_end()
-        return history
 
     def evaluate(self, model: keras.Model, split: str) -> tuple[float, float | None]:
         """Mean loss (no regularization penalty) and accuracy of ``model`` on a split."""
