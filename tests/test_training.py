@@ -183,6 +183,20 @@ def test_fit_traces_the_train_step_once(sparse: bool) -> None:
     assert len(traces) == 1
 
 
+def test_clear_session_keeps_tensorflows_kernel_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keras' clear_session empties the cache through Context.clear_kernel_cache; ours must not,
+    # or the shared graphs are instantiated again at every trial.
+    from tensorflow.python.eager import context
+
+    calls: list[object] = []
+    monkeypatch.setattr(context.Context, "clear_kernel_cache", lambda self: calls.append(self))
+    clear_session()
+    assert calls == []
+    assert "clear_kernel_cache" not in vars(context.context())  # the method is back
+    keras.backend.clear_session()
+    assert len(calls) == 1  # Keras still clears it by that name: the guard is needed
+
+
 def test_frozen_objects_stay_out_of_collections_until_the_block_ends() -> None:
     import weakref
 
