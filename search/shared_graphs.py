@@ -191,7 +191,7 @@ class SharedGraphs:
     def __init__(self, data: PreparedData) -> None:
         self._data = data
         self._train: dict[GraphKey, Any] = {}
-        self._eval: dict[GraphKey, Any] = {}
+        self._eval: dict[tuple[GraphKey, int], Any] = {}
 
     def __len__(self) -> int:
         return len(self._train) + len(self._eval)
@@ -205,11 +205,12 @@ class SharedGraphs:
             self._train[key] = self._trace_train(key)
         return self._train[key]
 
-    def eval_graph(self, key: GraphKey) -> Any:
-        forward_key = _forward_key(key)
-        if forward_key not in self._eval:
-            self._eval[forward_key] = self._trace_eval(forward_key)
-        return self._eval[forward_key]
+    def eval_graph(self, key: GraphKey, parts: int) -> Any:
+        """The evaluation graph of ``key``'s layer structure for ``parts`` evaluation parts."""
+        eval_key = (_forward_key(key), parts)
+        if eval_key not in self._eval:
+            self._eval[eval_key] = self._trace_eval(*eval_key)
+        return self._eval[eval_key]
 
     def _trace_train(self, key: GraphKey) -> Any:
         train = self._data.splits["train"]
@@ -289,20 +290,26 @@ class SharedGraphs:
 
         return train_epoch
 
-    def _trace_eval(self, key: GraphKey) -> Any:
+    def _trace_eval(self, key: GraphKey, parts: int) -> Any:
         train = self._data.splits["train"]
         n_layers = len(key.activations)
         forward = _forward(key)
         per_sample = keras.losses.get(key.loss)
-        x_spec, y_spec = train.batch_signature()
+        parts_spec = tuple([train.batch_signature()] * parts)
 
-        @tf.function(input_signature=[_weights_spec(key, train, n_layers), x_spec, y_spec])
-        def batch_stats(weights: _Tensors, x: Any, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            pred = forward(weights, x, None, None)
-            loss_sum = tf.reduce_sum(tf.cast(per_sample(y, pred), tf.float64))
-            return loss_sum, count_hits(key.task, y, pred)
+        @tf.function(input_signature=[_weights_spec(key, train, n_layers), parts_spec])
+        def parts_stats(
+            weights: _Tensors, parts: tuple[tuple[Any, tf.Tensor], ...]
+        ) -> tuple[tf.Tensor, tf.Tensor]:
+            # The parts have no dependence on each other: they run on parallel threads.
+            loss_sums, hit_counts = [], []
+            for x, y in parts:
+                pred = forward(weights, x, None, None)
+                loss_sums.append(tf.reduce_sum(tf.cast(per_sample(y, pred), tf.float64)))
+                hit_counts.append(count_hits(key.task, y, pred))
+            return tf.add_n(loss_sums), tf.add_n(hit_counts)
 
-        return batch_stats
+        return parts_stats
 
 
 class TrialRun:
@@ -347,9 +354,10 @@ class TrialRun:
             logs["accuracy"] = hits / count
         return logs
 
-    def batch_stats(self, x: Any, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Summed loss and hits of a batch under the current weights, in inference mode."""
-        return self._graphs.eval_graph(self._plan.key)(self.weights, x, y)  # type: ignore[no-any-return]
+    def parts_stats(self, parts: Sequence[tuple[Any, Any]]) -> tuple[tf.Tensor, tf.Tensor]:
+        """Summed loss and hits over evaluation parts under the current weights (inference)."""
+        graph = self._graphs.eval_graph(self._plan.key, len(parts))
+        return graph(self.weights, tuple(parts))  # type: ignore[no-any-return]
 
 
 def epoch_rows(

@@ -120,14 +120,17 @@ def test_sparse_path_predicts_like_the_dense_path() -> None:
     dense_model.set_weights(sparse_model.get_weights())
     data = PreparedData(dataset)
     x_dense = dataset.x_train.toarray()
-    for x_batch, _ in data.eval_batches("train"):
-        n = int(x_batch.dense_shape[0])
+    start = 0
+    for x_part, _ in data.eval_parts("train"):
+        end = start + int(x_part.dense_shape[0])
         np.testing.assert_allclose(
-            sparse_model(x_batch, training=False).numpy(),
-            dense_model(x_dense[:n], training=False).numpy(),
+            sparse_model(x_part, training=False).numpy(),
+            dense_model(x_dense[start:end], training=False).numpy(),
             rtol=1e-5,
             atol=1e-6,
         )
+        start = end
+    assert start == dataset.x_train.shape[0]
     sparse_loss, sparse_acc = data.evaluate(sparse_model, "train")
     dense_data = PreparedData(
         Dataset("toy", "binary", x_dense, dataset.y_train, x_dense[:100], dataset.y_train[:100])
@@ -232,6 +235,37 @@ def test_freezing_first_frees_the_graphs_of_earlier_models() -> None:
     with long_lived_objects_frozen():
         clear_session()  # as every trial does
         assert all(ref() is None for ref in graphs)  # not frozen alive
+
+
+@pytest.mark.parametrize("use_shared_graphs", [True, False])
+def test_evaluation_in_parallel_parts_measures_the_whole_split(
+    monkeypatch: pytest.MonkeyPatch, use_shared_graphs: bool
+) -> None:
+    monkeypatch.setattr("search.training._cores", lambda: 3)
+    dataset = _multi_hot(n=2500, width=50, seed=4)
+    data = PreparedData(dataset, use_shared_graphs=use_shared_graphs)
+    parts = data.eval_parts("train")
+    assert [int(x.dense_shape[0]) for x, _ in parts] == [1250, 1250]  # 2 parts of >= 1024 rows
+    stacked = np.concatenate([tf.sparse.to_dense(x).numpy() for x, _ in parts])
+    np.testing.assert_array_equal(stacked, dataset.x_train.toarray())
+
+    model = build_model(PARAMS, n_features=50, task="binary", sparse=True, seed=6)
+    history = data.fit(model, batch_size=500, epochs=1, measure_train=True)
+    pred = model.predict(dataset.x_train.toarray(), verbose=0)
+    losses = keras.losses.binary_crossentropy(dataset.y_train, pred).numpy()
+    hits = ((pred > 0.5) == (dataset.y_train > 0.5)).mean()
+    assert history.records[0].train_loss == pytest.approx(float(losses.mean()), rel=1e-5)
+    assert history.records[0].train_accuracy == pytest.approx(float(hits), abs=1e-9)
+
+
+def test_sparse_gather_keeps_rows_without_values() -> None:
+    dataset = _multi_hot(n=20, width=30)
+    empty = dataset.x_train.tolil()
+    empty[[2, 5], :] = 0
+    data = PreparedData(Dataset("toy", "binary", empty.tocsr(), dataset.y_train, None, None))
+    x, _ = data.splits["train"].gather(tf.constant([5, 1, 2, 7], dtype=tf.int64))
+    assert x.dense_shape.numpy().tolist() == [4, 30]
+    np.testing.assert_array_equal(tf.sparse.to_dense(x).numpy(), empty.toarray()[[5, 1, 2, 7]])
 
 
 def test_sparse_batches_gather_the_right_rows() -> None:
