@@ -259,14 +259,17 @@ class SharedGraphs:
                     pred = forward(weights, x, rates, step_seed)
                     losses = per_sample(y, pred)
                     data_loss = tf.reduce_mean(losses)
-                    loss = data_loss
-                    if key.l2:
-                        kernels = weights[0::2]
-                        penalty = [
-                            l2[k] * tf.reduce_sum(tf.square(w)) for k, w in enumerate(kernels)
-                        ]
-                        loss = data_loss + tf.add_n(penalty)
-                grads = tape.gradient(loss, weights)
+                grads = tape.gradient(data_loss, weights)
+                loss = data_loss
+                if key.l2:
+                    # Keras' L2 penalty, l2 * sum(w^2), and its gradient, 2 * l2 * w, written
+                    # out: through the tape they added 24 ms to a 70 ms IMDB epoch, now 3-6 ms.
+                    penalty = []
+                    for k in range(n_layers):
+                        kernel = weights[2 * k]
+                        penalty.append(2.0 * l2[k] * tf.nn.l2_loss(kernel))
+                        grads[2 * k] = grads[2 * k] + (2.0 * l2[k]) * kernel
+                    loss = data_loss + tf.add_n(penalty)
                 number = tf.cast(iterations + tf.cast(i, tf.int64) + 1, tf.float32)
                 step_info = _Step(learning_rate, number, key.optimizer_constants)
                 weights, slots = update(weights, grads, slots, step_info)

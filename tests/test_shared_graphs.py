@@ -84,7 +84,10 @@ def test_shared_graphs_train_like_keras_fit(make: object, changes: dict[str, obj
     assert shared_graph_plan(shared, dataset.task) is not None
     batch, epochs = 16, 3
     steps = data.steps_per_epoch(batch)
-    history = data.fit(shared, batch_size=batch, epochs=epochs, seed=11, measure_train=False)
+    running = keras.callbacks.History()  # the epoch logs, penalized "loss" included
+    history = data.fit(
+        shared, batch_size=batch, epochs=epochs, seed=11, measure_train=False, callbacks=[running]
+    )
 
     train = data.splits["train"]
     for epoch in range(epochs):
@@ -93,6 +96,7 @@ def test_shared_graphs_train_like_keras_fit(make: object, changes: dict[str, obj
         logs = keras_model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
         record = history.records[epoch]
         assert record.train_loss == pytest.approx(logs.history["data_loss"][0], rel=1e-4)
+        assert running.history["loss"][epoch] == pytest.approx(logs.history["loss"][0], rel=1e-4)
         if dataset.task != "regression":
             assert record.train_accuracy == pytest.approx(logs.history["accuracy"][0], abs=1e-6)
     for a, b in zip(shared.get_weights(), keras_model.get_weights(), strict=True):
