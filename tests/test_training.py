@@ -15,7 +15,12 @@ import tensorflow as tf
 from search.data import Dataset
 from search.model import build_model
 from search.session import clear_session, custom_gradient_count, long_lived_objects_frozen
-from search.sparse_dense import CSR_FROM_UNITS, SparseInputDense, plain_dense_copy
+from search.sparse_dense import (
+    CSR_FROM_UNITS,
+    SparseInputDense,
+    plain_dense_copy,
+    sparse_matmul,
+)
 from search.training import PreparedData, steps_per_execution
 
 PARAMS = {
@@ -289,7 +294,7 @@ def test_training_batches_cover_every_row_each_epoch() -> None:
     assert sorted(seen) == sorted(dataset.y_train.ravel())
 
 
-@pytest.mark.parametrize("units", [8, CSR_FROM_UNITS, 300])
+@pytest.mark.parametrize("units", [8, CSR_FROM_UNITS, 37, 300])
 def test_sparse_first_layer_trains_like_dense_keras(units: int) -> None:
     """Narrow (COO product) and wide (CSR product) layers: same gradients, and the same weights
     after training as keras.layers.Dense on the densified input, for the same batches and seed."""
@@ -317,6 +322,29 @@ def test_sparse_first_layer_trains_like_dense_keras(units: int) -> None:
         model.fit(x, y, batch_size=64, epochs=3, shuffle=False, verbose=0)
     for a, b in zip(sparse_model.get_weights(), dense_model.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("units", [5, 37, 130])  # padded to 40 (dynamic width), or not
+def test_csr_product_of_unknown_width_matches_the_dense_product(units: int) -> None:
+    x_dense = tf.constant(_multi_hot(n=70, width=60).x_train.toarray())
+    x_sparse = tf.sparse.from_dense(x_dense)
+    kernel = tf.random.stateless_normal([60, units], seed=[1, units])
+    upstream = tf.random.stateless_normal([70, units], seed=[2, units])
+
+    @tf.function(input_signature=[tf.TensorSpec([60, None], tf.float32)])
+    def product_and_gradient(weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            tape.watch(weights)
+            outputs = sparse_matmul(x_sparse, weights, csr=True)
+            value = tf.reduce_sum(outputs * upstream)
+        return outputs, tape.gradient(value, weights)
+
+    outputs, gradient = product_and_gradient(kernel)
+    assert outputs.shape == (70, units)
+    np.testing.assert_allclose(outputs, x_dense @ kernel, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        gradient, tf.matmul(x_dense, upstream, transpose_a=True), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_logistic_model_on_sparse_input_uses_the_sparse_layer() -> None:
