@@ -7,7 +7,7 @@ sparse categorical cross-entropy for several classes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,6 +49,26 @@ def count_hits(task: Task, y: Any, pred: Any) -> Any:
     else:
         return tf.constant(0.0, tf.float64)
     return tf.reduce_sum(tf.cast(hit, tf.float64))
+
+
+def summed_loss_and_hits(
+    task: Task, parts: Sequence[tuple[Any, Any]], predict: Callable[[Any], Any]
+) -> tuple[Any, Any]:
+    """Summed per-sample loss (float64, no penalty) and hits of ``predict`` over ``(x, y)`` parts.
+
+    Inside a ``tf.function`` the parts do not depend on each other, so TensorFlow runs them on
+    parallel threads.
+    """
+    import keras
+    import tensorflow as tf
+
+    per_sample = keras.losses.get(loss_name(task))
+    loss_sums, hit_counts = [], []
+    for x, y in parts:
+        pred = predict(x)
+        loss_sums.append(tf.reduce_sum(tf.cast(per_sample(y, pred), tf.float64)))
+        hit_counts.append(count_hits(task, y, pred))
+    return tf.add_n(loss_sums), tf.add_n(hit_counts)
 
 
 def build_model(

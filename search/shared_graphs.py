@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from search.model import count_hits, loss_name
+from search.model import count_hits, loss_name, summed_loss_and_hits
 from search.sparse_dense import CSR_FROM_UNITS, SparseInputDense, sparse_matmul
 
 if TYPE_CHECKING:
@@ -295,22 +295,14 @@ class SharedGraphs:
 
     def _trace_eval(self, key: GraphKey, parts: int) -> Any:
         train = self._data.splits["train"]
-        n_layers = len(key.activations)
         forward = _forward(key)
-        per_sample = keras.losses.get(key.loss)
         parts_spec = tuple([train.batch_signature()] * parts)
 
-        @tf.function(input_signature=[_weights_spec(key, train, n_layers), parts_spec])
+        @tf.function(input_signature=[_weights_spec(key, train, len(key.activations)), parts_spec])
         def parts_stats(
             weights: _Tensors, parts: tuple[tuple[Any, tf.Tensor], ...]
         ) -> tuple[tf.Tensor, tf.Tensor]:
-            # The parts have no dependence on each other: they run on parallel threads.
-            loss_sums, hit_counts = [], []
-            for x, y in parts:
-                pred = forward(weights, x, None, None)
-                loss_sums.append(tf.reduce_sum(tf.cast(per_sample(y, pred), tf.float64)))
-                hit_counts.append(count_hits(key.task, y, pred))
-            return tf.add_n(loss_sums), tf.add_n(hit_counts)
+            return summed_loss_and_hits(key.task, parts, lambda x: forward(weights, x, None, None))
 
         return parts_stats
 

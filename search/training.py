@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from search.model import count_hits, loss_name
+from search.model import summed_loss_and_hits
 from search.shared_graphs import SharedGraphs, TrialRun, epoch_rows, shared_graph_plan
 
 if TYPE_CHECKING:
@@ -343,17 +343,11 @@ class EpochEvaluator(keras.callbacks.Callback):
 
 
 def _model_parts_stats(model: keras.Model, data: PreparedData, task: Task) -> PartsStats:
-    loss_fn = _per_sample_loss(task)
     batch = data.splits["train"].batch_signature()
     compiled: dict[int, Any] = {}
 
     def stats(parts: tuple[tuple[Any, Any], ...]) -> tuple[tf.Tensor, tf.Tensor]:
-        loss_sums, hit_counts = [], []
-        for x, y in parts:
-            pred = model(x, training=False)
-            loss_sums.append(tf.reduce_sum(tf.cast(loss_fn(y, pred), tf.float64)))
-            hit_counts.append(count_hits(task, y, pred))
-        return tf.add_n(loss_sums), tf.add_n(hit_counts)
+        return summed_loss_and_hits(task, parts, lambda x: model(x, training=False))  # type: ignore[no-any-return]
 
     def parts_stats(parts: Sequence[tuple[Any, Any]]) -> tuple[tf.Tensor, tf.Tensor]:
         # Traced once per model and number of parts, for parts of any size.
@@ -363,7 +357,3 @@ def _model_parts_stats(model: keras.Model, data: PreparedData, task: Task) -> Pa
         return compiled[len(parts)](tuple(parts))  # type: ignore[no-any-return]
 
     return parts_stats
-
-
-def _per_sample_loss(task: Task) -> Callable[[Any, Any], Any]:
-    return keras.losses.get(loss_name(task))  # type: ignore[no-any-return]
