@@ -103,10 +103,6 @@ class _Split:
         )
         return tf.SparseTensor(index, vals, shape), tf.gather(self.y, rows)
 
-    def batches(self, batch_size: int) -> tf.data.Dataset:
-        rows = tf.data.Dataset.range(self.n).batch(batch_size)
-        return rows.map(self.gather)
-
     def batch_signature(self) -> tuple[tf.TypeSpec, tf.TypeSpec]:
         """Type specs of a batch of any size: one traced graph serves every batch."""
         y_spec = tf.TensorSpec([None, *self.y.shape[1:]], self.y.dtype)
