@@ -118,11 +118,13 @@ def _aligned_product(matrix: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     def plain() -> tf.Tensor:
         return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=weights)
 
+    def misaligned(units: Any) -> Any:  # a Python int or an int tensor
+        return (units % _WIDTH_MULTIPLE != 0) & (units < _PAD_BELOW_UNITS)
+
     static_units = weights.shape[-1]
     if static_units is not None:
-        aligned = static_units % _WIDTH_MULTIPLE == 0 or static_units >= _PAD_BELOW_UNITS
-        return plain() if aligned else padded()
-    return tf.cond(tf.shape(weights)[-1] < _PAD_BELOW_UNITS, padded, plain)
+        return padded() if misaligned(static_units) else plain()
+    return tf.cond(misaligned(tf.shape(weights)[-1]), padded, plain)
 
 
 def plain_dense_copy(model: keras.Model) -> keras.Model:

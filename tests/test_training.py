@@ -324,7 +324,7 @@ def test_sparse_first_layer_trains_like_dense_keras(units: int) -> None:
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("units", [5, 37, 130])  # padded to 40 (dynamic width), or not
+@pytest.mark.parametrize("units", [5, 37, 40, 130])  # padded to a multiple of 8, or not
 def test_csr_product_of_unknown_width_matches_the_dense_product(units: int) -> None:
     x_dense = tf.constant(_multi_hot(n=70, width=60).x_train.toarray())
     x_sparse = tf.sparse.from_dense(x_dense)
