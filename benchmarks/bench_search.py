@@ -7,7 +7,10 @@ S (no trial starts after S seconds; the running one finishes, as ``capsearch run
 
 * (a) this service: ``run_search`` on imdb_generalize without its baselines, TPE + Hyperband
   pruning, into a temporary SQLite storage;
-* (b) the same with Optuna's pruning off (``[pruner] name = "none"``);
+* (a') with ``--workers N`` (N > 1, default one per core): the same search run the way this
+  service uses a multi-core machine, ``capsearch workers -n N`` on one study (each worker a
+  process with its share of the cores, see :mod:`search.workers`);
+* (b) the same as (a) with Optuna's pruning off (``[pruner] name = "none"``);
 * (c) KerasTuner's ``Hyperband`` (max epochs = the study's 20, factor 3) on
   ``benchmarks/imdb_hypermodel.py``, the same space written against KerasTuner's API, with the
   objective ``val_data_loss`` (the validation data loss without the L2 penalty, measured by Keras
@@ -15,15 +18,16 @@ S (no trial starts after S seconds; the running one finishes, as ``capsearch run
 
 Each engine's best validation data loss over time is recorded per finished trial; the section
 gives every final best, when each engine first reached KerasTuner's final best, the goal "this
-service reaches KerasTuner's final best in <= 1/3 of KerasTuner's time and ends lower", and a PNG
-of the three curves (one panel per seed). An existing P4 section of the output file is replaced;
-the rest is kept.
+service reaches KerasTuner's final best in <= 1/3 of KerasTuner's time and ends lower" for (a)
+and (a') each, and a PNG of the curves (one panel per seed). An existing P4 section of the output
+file is replaced; the rest is kept.
 
 One early lucky trial can decide a single run, so the three engines run once per seed (``--seeds
 0,1,2``: the samplers', KerasTuner's oracle's and the training seeds), and the goal is judged on
 the medians over seeds, each seed's verdict shown beside them.
 
-Usage: ``python -m benchmarks.bench_search --budget S [--seeds 0,1,2] [--out FILE] [--quick]``.
+Usage: ``python -m benchmarks.bench_search --budget S [--seeds 0,1,2] [--workers N] [--out FILE]
+[--quick]``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CAPSEARCH_CACHE", str(ROOT / "storage" / "cache"))
 
 from benchmarks.bench_training import context, machine  # noqa: E402
+from search.devices import available_cpus  # noqa: E402
 
 SECTION = "## P4 search efficiency"
 STUDY = "imdb_generalize"
@@ -55,9 +60,11 @@ TRIAL_CAP = 10_000  # the budget, not the trial count, ends every search
 QUICK_EPOCHS = 2
 ENGINES = {
     "capsearch": "this service: TPE + Hyperband pruning",
+    "capsearch_workers": "this service, {n} workers: TPE + Hyperband pruning",
     "optuna_nopruning": "Optuna TPE, no pruning",
     "keras_tuner": "KerasTuner Hyperband",
 }
+SERVICES = ("capsearch", "capsearch_workers")  # the engines the goal is judged for
 Point = dict[str, Any]  # one finished trial: t (s since start), loss, complete, epochs
 
 
@@ -87,22 +94,77 @@ def run_optuna(spec: Any, budget: float, storage_dir: Path, key: str) -> dict[st
     """``run_search`` into a fresh SQLite file for ``budget`` seconds; its finished trials."""
     import optuna
 
-    from search.runner import SearchOptions, run_search
+    from search.runner import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ctx = context()
-    options = SearchOptions(
+    options = _search_options(budget, f"sqlite:///{storage_dir / f'{key}.db'}")
+    study = run_search(spec, options, echo=lambda line: print(f"  [{key}] {line}", flush=True))
+    return optuna_points(study)
+
+
+def run_optuna_workers(
+    spec: Any, budget: float, storage_dir: Path, n: int, *, seed: int, quick: bool
+) -> dict[str, Any]:
+    """(a'): ``n`` worker processes on one study in a fresh SQLite file, as ``capsearch workers``.
+
+    Each worker is this module run with ``--worker``: the launcher's placement (threads per
+    worker), the worker loop and the sampler seed offset per worker are the service's own.
+    """
+    import optuna
+
+    from search.workers.launcher import launch_workers
+
+    url = f"sqlite:///{storage_dir / 'capsearch_workers.db'}"
+
+    def argv_for(worker: str) -> list[str]:
+        argv = [sys.executable, "-m", "benchmarks.bench_search", "--budget", str(budget)]
+        argv += ["--seeds", str(seed), "--worker", worker]
+        return argv + (["--quick"] if quick else [])
+
+    echo = lambda line: print(f"  [capsearch_workers] {line}", flush=True)  # noqa: E731
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), _pythonpath()]))}
+    code = launch_workers(n, argv_for, url, echo, env=env)
+    if code:
+        raise RuntimeError(f"a worker of the {n}-worker search exited with an error (see above)")
+    study = optuna.load_study(study_name=spec.name, storage=url)
+    return optuna_points(study)
+
+
+def run_worker(spec: Any, budget: float, worker: str) -> int:
+    """One worker of (a'), started by :func:`run_optuna_workers` (storage in the environment)."""
+    import optuna
+
+    from search.runner import run_search
+    from search.workers.trial_loop import seed_offset_for
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    options = dataclasses.replace(
+        _search_options(budget, None),  # None: the URL the launcher put in the environment
+        worker=worker,
+        seed_offset=seed_offset_for(worker),
+        configure_tensorflow=True,  # the launcher's thread placement
+    )
+    run_search(spec, options, echo=lambda line: print(line, flush=True))
+    return 0
+
+
+def _search_options(budget: float, storage: str | None) -> Any:
+    from search.runner import SearchOptions
+
+    return SearchOptions(
         trials=TRIAL_CAP,
         timeout=budget,
-        storage=f"sqlite:///{storage_dir / f'{key}.db'}",
-        data_dir=ctx.data_dir,
+        storage=storage,
+        data_dir=context().data_dir,
         offline=True,
         evaluate_test=False,
         trial_plots=False,
         summary=False,
     )
-    study = run_search(spec, options, echo=lambda line: print(f"  [{key}] {line}", flush=True))
-    return optuna_points(study)
+
+
+def _pythonpath() -> str:
+    return os.environ.get("PYTHONPATH", "")
 
 
 def optuna_points(study: Any) -> dict[str, Any]:
@@ -252,10 +314,11 @@ def first_reach(curve: list[tuple[float, float]], target: float | None) -> float
     return next((t for t, loss in curve if loss <= target), None)
 
 
-def analyse(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One seed's verdict: curves, final bests, and when each engine reached KerasTuner's best.
+def analyse(runs: dict[str, dict[str, Any]], service: str = "capsearch") -> dict[str, Any]:
+    """One seed's verdict for ``service``: curves, final bests, when each engine reached
+    KerasTuner's best.
 
-    ``ratio`` is this service's time to KerasTuner's final best over KerasTuner's own (infinite
+    ``ratio`` is the service's time to KerasTuner's final best over KerasTuner's own (infinite
     when the service never reached it), ``margin`` its final best minus KerasTuner's.
     """
     for run in runs.values():
@@ -267,7 +330,7 @@ def analyse(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     target = kt["final"]
     for run in runs.values():
         run["reach"] = first_reach(run["curve"], target)
-    ours = runs["capsearch"]
+    ours = runs[service]
     kt_time = kt["reach"]
     ratio = math.inf
     if ours["reach"] is not None and kt_time:
@@ -329,7 +392,7 @@ def plot(
             xs = [t for t, _ in curve] + [max(run["seconds"], curve[-1][0])]
             ys = [loss for _, loss in curve] + [curve[-1][1]]
             style = "--" if key == "optuna_nopruning" else "-"  # (a) and (b) may coincide early
-            ax.step(xs, ys, where="post", linestyle=style, label=ENGINES[key])
+            ax.step(xs, ys, where="post", linestyle=style, label=engine_name(key, run))
         target = verdicts[seed]["target"]
         if target is not None:
             ax.axhline(target, color="gray", linestyle=":", linewidth=1)
@@ -361,8 +424,8 @@ def _margin(value: float) -> str:
 
 def render(
     by_seed: dict[int, dict[str, dict[str, Any]]],
-    verdicts: dict[int, dict[str, Any]],
-    summary: dict[str, Any],
+    verdicts: dict[str, dict[int, dict[str, Any]]],
+    summaries: dict[str, dict[str, Any]],
     *,
     budget: float,
     epochs: int,
@@ -376,7 +439,7 @@ def render(
         f"{SECTION} (IMDB, imdb_generalize space, {budget:g} s per engine, seeds {seeds})",
         "",
         f"Measured by `make bench-search` on {time.strftime('%Y-%m-%d')}: {machine()}. "
-        f"For each seed the three engines ran one after another, each with a wall-clock budget "
+        f"For each seed the engines ran one after another, each with a wall-clock budget "
         f"of {budget:g} s (no trial starts later; the running one finishes), epoch cap {epochs}, "
         f"no baselines; the seed seeds the TPE sampler, KerasTuner's oracle and the training. "
         f"Whole run: {seconds:.0f} s.{quick_note}",
@@ -392,34 +455,13 @@ def render(
                 trials += f" ({run['pruned']} pruned)"
             reach = "never" if run["reach"] is None else f"{run['reach']:.0f} s"
             lines.append(
-                f"| {seed} | {ENGINES[key]} | {trials} | {run['epochs']} | {run['seconds']:.0f} "
-                f"| {_num(run['final'])} | {_num(run['final_complete'])} | {reach} |"
+                f"| {seed} | {engine_name(key, run)} | {trials} | {run['epochs']} "
+                f"| {run['seconds']:.0f} | {_num(run['final'])} | {_num(run['final_complete'])} "
+                f"| {reach} |"
             )
+    for service, service_summary in summaries.items():
+        lines += _verdict_table(by_seed, verdicts[service], service_summary, service)
     lines += [
-        "",
-        "| seed | KerasTuner's final best (reached at) | this service reached it at "
-        "| time ratio (goal <= 0.33) | this service's final best | margin (goal < 0) | goal |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for seed, runs in by_seed.items():
-        v = verdicts[seed]
-        kt = "none" if v["target"] is None else f"{v['target']:.4f} ({v['kt_time']:.0f} s)"
-        ours = runs["capsearch"]
-        reach = "never" if ours["reach"] is None else f"{ours['reach']:.0f} s"
-        lines.append(
-            f"| {seed} | {kt} | {reach} | {_ratio(v['ratio'])} | {_num(ours['final'])} "
-            f"| {_margin(v['margin'])} | {'met' if v['goal_met'] else 'not met'} |"
-        )
-    met = "met" if summary["goal_met"] else "not met"
-    lines += [
-        f"| median | | | {_ratio(summary['median_ratio'])} | "
-        f"| {_margin(summary['median_margin'])} | **{met}** |",
-        "",
-        f"Goal: this service reaches KerasTuner's final best within 1/3 of KerasTuner's time and "
-        f"ends lower, judged on the medians over seeds: time ratio "
-        f"{_ratio(summary['median_ratio'])}, final-best margin "
-        f"{_margin(summary['median_margin'])} - **{met}** (met in {summary['met_seeds']} of "
-        f"{summary['seeds']} seeds on its own).",
         "",
         "Best-so-far is the lowest validation data loss (binary cross-entropy without the L2 "
         "penalty, in inference mode) among the trials finished so far, stamped when each trial "
@@ -436,6 +478,49 @@ def render(
         f"![P4 best-so-far validation data loss]({png})",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _verdict_table(
+    by_seed: dict[int, dict[str, dict[str, Any]]],
+    verdicts: dict[int, dict[str, Any]],
+    summary: dict[str, Any],
+    service: str,
+) -> list[str]:
+    """The goal for one service engine: per seed and on the medians."""
+    name = engine_name(service, next(iter(by_seed.values()))[service])
+    lines = [
+        "",
+        f"Goal for *{name}*:",
+        "",
+        "| seed | KerasTuner's final best (reached at) | this service reached it at "
+        "| time ratio (goal <= 0.33) | this service's final best | margin (goal < 0) | goal |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for seed, runs in by_seed.items():
+        v = verdicts[seed]
+        kt = "none" if v["target"] is None else f"{v['target']:.4f} ({v['kt_time']:.0f} s)"
+        ours = runs[service]
+        reach = "never" if ours["reach"] is None else f"{ours['reach']:.0f} s"
+        lines.append(
+            f"| {seed} | {kt} | {reach} | {_ratio(v['ratio'])} | {_num(ours['final'])} "
+            f"| {_margin(v['margin'])} | {'met' if v['goal_met'] else 'not met'} |"
+        )
+    met = "met" if summary["goal_met"] else "not met"
+    return lines + [
+        f"| median | | | {_ratio(summary['median_ratio'])} | "
+        f"| {_margin(summary['median_margin'])} | **{met}** |",
+        "",
+        f"Goal: {name} reaches KerasTuner's final best within 1/3 of KerasTuner's time and "
+        f"ends lower, judged on the medians over seeds: time ratio "
+        f"{_ratio(summary['median_ratio'])}, final-best margin "
+        f"{_margin(summary['median_margin'])} - **{met}** (met in {summary['met_seeds']} of "
+        f"{summary['seeds']} seeds on its own).",
+    ]
+
+
+def engine_name(key: str, run: dict[str, Any]) -> str:
+    """The engine's label in tables and the plot (the worker count filled in)."""
+    return ENGINES[key].format(n=run.get("workers", 1))
 
 
 def merge_section(text: str, section: str, heading: str = SECTION) -> str:
@@ -470,30 +555,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help=f"a smoke test: {QUICK_EPOCHS}-epoch cap"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=available_cpus(),
+        help="worker processes of (a') (default: one per core; 1 leaves (a') out)",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one worker of (a'), see run_worker
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error("--budget must be positive")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.worker:
+        return run_worker(study_spec(args.quick, args.seeds[0]), args.budget, args.worker)
     out: Path = args.out
     default = out.resolve() == (ROOT / "BENCHMARKS.md").resolve()
     png = (ROOT / "benchmarks" if default else out.parent) / "p4_search.png"
 
     start = time.perf_counter()
     specs = {seed: study_spec(args.quick, seed) for seed in args.seeds}
+    services = [key for key in SERVICES if key != "capsearch_workers" or args.workers > 1]
     by_seed: dict[int, dict[str, dict[str, Any]]] = {}
-    verdicts: dict[int, dict[str, Any]] = {}
+    verdicts: dict[str, dict[int, dict[str, Any]]] = {key: {} for key in services}
     for seed, spec in specs.items():
         print(f"seed {seed}", flush=True)
-        by_seed[seed] = run_engines(spec, args.budget)
-        verdicts[seed] = analyse(by_seed[seed])
-    summary = summarize(verdicts)
+        by_seed[seed] = run_engines(spec, args.budget, args.workers, seed=seed, quick=args.quick)
+        for key in services:
+            verdicts[key][seed] = analyse(by_seed[seed], key)
+    summaries = {key: summarize(verdicts[key]) for key in services}
     seconds = time.perf_counter() - start
 
     png.parent.mkdir(parents=True, exist_ok=True)
-    plot(by_seed, verdicts, args.budget, png)
+    plot(by_seed, verdicts["capsearch"], args.budget, png)
     section = render(
         by_seed,
         verdicts,
-        summary,
+        summaries,
         budget=args.budget,
         epochs=spec.training.epochs,  # the seeds differ in nothing else
         quick=args.quick,
@@ -506,8 +604,14 @@ def main(argv: list[str] | None = None) -> int:
     raw = {
         "budget": args.budget,
         "quick": args.quick,
-        "summary": summary,
-        "seeds": {str(seed): {**verdicts[seed], "runs": by_seed[seed]} for seed in by_seed},
+        "summary": summaries,
+        "seeds": {
+            str(seed): {
+                "verdicts": {key: verdicts[key][seed] for key in services},
+                "runs": by_seed[seed],
+            }
+            for seed in by_seed
+        },
     }
     png.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
     print(section)
@@ -515,20 +619,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_engines(spec: Any, budget: float) -> dict[str, dict[str, Any]]:
-    """The three engines one after another on ``spec``, each for ``budget`` seconds."""
+def run_engines(
+    spec: Any, budget: float, workers: int, *, seed: int, quick: bool
+) -> dict[str, dict[str, Any]]:
+    """The engines one after another on ``spec``, each for ``budget`` seconds ((a') when
+    ``workers > 1``)."""
     from search.session import clear_session
 
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="capsearch-p4-") as tmp:
         folder = Path(tmp)
-        for key, engine_spec in (
-            ("capsearch", spec),
-            ("optuna_nopruning", dataclasses.replace(spec, pruner=_no_pruner())),
-        ):
-            print(f"running {key} ({ENGINES[key]}), {budget:g} s...", flush=True)
-            runs[key] = run_optuna(engine_spec, budget, folder, key)
-            clear_session()  # collects garbage
+        print(f"running capsearch ({ENGINES['capsearch']}), {budget:g} s...", flush=True)
+        runs["capsearch"] = run_optuna(spec, budget, folder, "capsearch")
+        clear_session()  # collects garbage
+        if workers > 1:
+            label = ENGINES["capsearch_workers"].format(n=workers)
+            print(f"running capsearch_workers ({label}), {budget:g} s...", flush=True)
+            run = run_optuna_workers(spec, budget, folder, workers, seed=seed, quick=quick)
+            runs["capsearch_workers"] = run | {"workers": workers}
+        no_pruning = dataclasses.replace(spec, pruner=_no_pruner())
+        print(
+            f"running optuna_nopruning ({ENGINES['optuna_nopruning']}), {budget:g} s...", flush=True
+        )
+        runs["optuna_nopruning"] = run_optuna(no_pruning, budget, folder, "optuna_nopruning")
+        clear_session()
         print(f"running keras_tuner ({ENGINES['keras_tuner']}), {budget:g} s...", flush=True)
         runs["keras_tuner"] = run_keras_tuner_hyperband(spec, budget, folder / "kt")
         clear_session()

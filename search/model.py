@@ -80,6 +80,7 @@ def build_model(
     sparse: bool = False,
     seed: int = 0,
     steps_per_execution: int = 1,
+    build_optimizer: bool = True,
 ) -> keras.Model:
     """Build and compile a Dense-stack model from one trial's parameters.
 
@@ -92,6 +93,9 @@ def build_model(
         sparse: Whether inputs arrive as ``tf.SparseTensor`` (multi-hot text).
         seed: Seeds weight initialisation and dropout, so a trial can be re-run exactly.
         steps_per_execution: Optimizer steps per compiled call (fewer Python round trips).
+        build_optimizer: Create the optimizer's slots now, as ``model.fit`` needs (see below).
+            :meth:`search.training.PreparedData.fit` creates them itself, and only when it
+            trains through ``fit``: the shared graphs keep their own slots.
 
     Returns:
         A compiled ``keras.Model``.
@@ -148,11 +152,20 @@ def build_model(
         steps_per_execution=steps_per_execution,
         jit_compile=False,
     )
-    # Create the optimizer's slots now. Variables created by fit's first trace (these slots,
-    # metrics compiled by name) make TensorFlow trace the whole train step a second time
-    # (tensorflow/tensorflow#48851): a third of a small IMDB trial's wall time.
-    model.optimizer.build(model.trainable_variables)
+    if build_optimizer:
+        build_optimizer_slots(model)
     return model
+
+
+def build_optimizer_slots(model: keras.Model) -> None:
+    """Create the optimizer's slots of a compiled model before its first ``fit``.
+
+    Variables created by fit's first trace (these slots, metrics compiled by name) make
+    TensorFlow trace the whole train step a second time (tensorflow/tensorflow#48851): a third
+    of a small IMDB trial's wall time.
+    """
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
 
 
 def _metrics(task: Task) -> list[Any]:

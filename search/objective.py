@@ -125,6 +125,7 @@ def train_params(
         sparse=dataset.is_sparse,
         seed=seed,
         steps_per_execution=steps_per_execution(steps),
+        build_optimizer=False,  # data.fit builds the slots if it trains through model.fit
     )
     history = history if history is not None else History()
     start = time.perf_counter()

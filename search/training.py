@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from search.model import summed_loss_and_hits
+from search.model import build_optimizer_slots, summed_loss_and_hits
 from search.shared_graphs import SharedGraphs, TrialRun, epoch_rows, shared_graph_plan
 
 if TYPE_CHECKING:
@@ -209,6 +209,7 @@ class PreparedData:
         history = history if history is not None else History()
         plan = shared_graph_plan(model, self.dataset.task) if self.use_shared_graphs else None
         if plan is None:
+            build_optimizer_slots(model)
             evaluator = EpochEvaluator(self, model, history, on_epoch, measure_train=measure_train)
             model.fit(
                 self.train_dataset(batch_size, seed),
