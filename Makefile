@@ -79,4 +79,4 @@ bench-storage: install
 	$(BIN)/python -m benchmarks.bench_storage --trials 400 --out BENCHMARKS.md
 
 bench-search: install
-	$(BIN)/python -m benchmarks.bench_search --budget $(BUDGET) --seeds $(SEEDS)
+	$(BIN)/python -m benchmarks.bench_search --budget $(BUDGET) --seeds $(SEEDS) $(BENCH_ARGS)

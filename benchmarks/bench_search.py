@@ -473,7 +473,9 @@ def render(
         "epochs, from a `data_loss` metric compiled into the hypermodel), read in the tuner's "
         "`on_trial_end`; its trials stop early with the study's patience like the service's. "
         "A trial of a later Hyperband bracket continues from its parent's checkpoint, so its "
-        "epochs are counted once.",
+        "epochs are counted once. The run with several workers counts every worker's trials, "
+        "from the first trial start among them; each worker process has its share of the "
+        "cores (`capsearch workers`' placement) and the same time budget.",
         "",
         f"![P4 best-so-far validation data loss]({png})",
     ]

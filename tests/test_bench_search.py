@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from benchmarks.bench_search import _seeds, analyse, summarize
+from benchmarks.bench_search import _seeds, analyse, render, summarize
 
 
 def _run(*points: tuple[float, float | None]) -> dict:
@@ -49,6 +49,28 @@ def test_the_goal_over_seeds_is_judged_on_the_medians():
     assert two_of_three["median_ratio"] == 0.1
     one_of_three = summarize({0: met, 1: slow, 2: never})
     assert not one_of_three["goal_met"] and one_of_three["median_ratio"] == 0.5
+
+
+def test_each_service_run_is_judged_on_its_own_and_reported_under_its_worker_count():
+    kt = _run((90.0, 0.27))
+    runs = _runs(_run((60.0, 0.269)), kt)
+    runs["capsearch_workers"] = _run((20.0, 0.268)) | {"workers": 2}
+    verdicts = {
+        "capsearch": {0: analyse(runs)},
+        "capsearch_workers": {0: analyse(runs, "capsearch_workers")},
+    }
+    assert not verdicts["capsearch"][0]["goal_met"]  # 60 s > 90 s / 3
+    assert verdicts["capsearch_workers"][0]["goal_met"]
+    assert verdicts["capsearch_workers"][0]["ratio"] == pytest.approx(20.0 / 90.0)
+    summaries = {key: summarize(by_seed) for key, by_seed in verdicts.items()}
+    text = render(
+        {0: runs}, verdicts, summaries, budget=600, epochs=20, quick=False, png="p.png", seconds=1
+    )
+    assert "| 0 | this service, 2 workers: TPE + Hyperband pruning | 1 (0 pruned) |" in text
+    goals = [line for line in text.splitlines() if line.startswith("Goal: ")]
+    assert len(goals) == 2
+    assert goals[0].endswith("**not met** (met in 0 of 1 seeds on its own).")
+    assert "this service, 2 workers" in goals[1] and "**met** (met in 1 of 1" in goals[1]
 
 
 def test_seeds_are_distinct_integers():
