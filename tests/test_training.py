@@ -169,15 +169,22 @@ def test_finished_trials_leave_no_graph_behind() -> None:
     assert _live_graphs() == live[0] == live[-1]
 
 
+@pytest.mark.parametrize("build_optimizer", [True, False])
 @pytest.mark.parametrize("sparse", [True, False])
-def test_fit_traces_the_train_step_once(sparse: bool) -> None:
+def test_fit_traces_the_train_step_once(sparse: bool, build_optimizer: bool) -> None:
     # Variables created inside fit's first trace (optimizer slots, metrics compiled by name)
-    # would make TensorFlow trace the whole train step a second time.
+    # would make TensorFlow trace the whole train step a second time. Trials build models
+    # without slots (the shared graphs keep their own): PreparedData.fit must add them.
     clear_session()
     dataset = _multi_hot() if sparse else _regression(n=200)
     data = PreparedData(dataset, use_shared_graphs=False)
     model = build_model(
-        PARAMS, n_features=dataset.n_features, task=dataset.task, sparse=sparse, seed=0
+        PARAMS,
+        n_features=dataset.n_features,
+        task=dataset.task,
+        sparse=sparse,
+        seed=0,
+        build_optimizer=build_optimizer,
     )
     traces = []
     train_step = model.train_step
