@@ -352,8 +352,10 @@ def render(results: dict[str, Any], seconds: float) -> str:
             f"goal <= 5 %: {_mark(p3['overhead_share_median'] <= 0.05)}).",
             f"- What it is made of: the validation passes, which pruning and the objective need "
             f"after every epoch, are {_eval_floor(p3['median']):.1%} of steps plus validation "
-            f"on their own, so the share stays above that however small the rest gets; graph "
-            f"tracing and the rest are "
+            f"on their own, so the share stays above that however small the rest gets.",
+            f"- The overhead outside the epochs (an epoch being its steps and its validation "
+            f"pass, as Keras' `fit(validation_data=...)` counts it), graph tracing and the "
+            f"rest: "
             f"{(p3['median']['tracing'] + p3['median']['other']) / p3['median']['wall']:.1%} of "
             f"the trial. Only the worker's first trial of a layer structure traces its shared "
             f"train-epoch and evaluation graphs (search.shared_graphs); the rest is building the "

@@ -506,3 +506,55 @@ def test_four_processes_share_one_sqlite_file(tmp_path: Path) -> None:
     assert len(trials) == 100
     assert all(t.state == TrialState.COMPLETE for t in trials)
     assert sorted(t.number for t in trials) == list(range(100))
+
+
+def _open_at(args: tuple[str, float]) -> str:
+    url, start = args
+    time.sleep(max(0.0, start - time.time()))  # every process opens at the same moment
+    try:
+        _dispose(open_storage(url))
+        return "ok"
+    except StorageError as exc:
+        return str(exc)
+
+
+def _open_together(url: str, n: int) -> list[str]:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(n) as pool:  # the start leaves time for every process to import Optuna
+        return pool.map_async(_open_at, [(url, time.time() + 8.0)] * n).get(timeout=120)
+
+
+def _schema_rows(url: str) -> tuple[int, int]:
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            stamps = connection.execute(sqlalchemy.text("SELECT count(*) FROM alembic_version"))
+            versions = connection.execute(sqlalchemy.text("SELECT count(*) FROM version_info"))
+            return int(stamps.scalar_one()), int(versions.scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_workers_opening_a_new_sqlite_file_together_all_open_it(tmp_path: Path) -> None:
+    # Each creates Optuna's schema; all but the first used to fail with "table ... exists".
+    url = _sqlite_url(tmp_path / "new.db")
+    assert _open_together(url, 4) == ["ok"] * 4
+    assert _schema_rows(url) == (1, 1)
+
+
+@pytest.mark.postgres
+def test_workers_opening_a_new_postgresql_database_together_all_open_it(pg_url: str) -> None:
+    import psycopg
+
+    name = _unique_name("capsearch_new_db").lower()
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        # All but the first used to fail: duplicate key in pg_type_typname_nsp_index.
+        assert _open_together(url, 4) == ["ok"] * 4
+        assert _schema_rows(url) == (1, 1)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

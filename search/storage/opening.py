@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import sqlite3
 import time
 import warnings
@@ -328,7 +329,7 @@ def open_storage(
         real_url = parsed.render_as_string(hide_password=False)
         _precheck(url, real_url, engine_kwargs, backend=backend, create=create)
         try:
-            storage = optuna.storages.RDBStorage(real_url, engine_kwargs=engine_kwargs, **options)
+            storage = _rdb_storage(real_url, engine_kwargs, options)
         except sqlalchemy.exc.OperationalError as exc:
             raise _fail(
                 url, f"cannot connect ({_reason(exc, url)})", _connect_fix(backend)
@@ -348,6 +349,37 @@ def open_storage(
     if backend != "sqlite":
         _ping_after_idle(storage.engine, PING_AFTER_IDLE_S)
     return storage
+
+
+def _rdb_storage(
+    url: str, engine_kwargs: dict[str, Any], options: dict[str, Any]
+) -> optuna.storages.RDBStorage:
+    """``RDBStorage``, opened again while another process is creating the same new schema.
+
+    Workers started together on a new database each create Optuna's tables, its version row
+    and its alembic stamp; all but the first fail with "table ... already exists" or a
+    duplicate key. Once the first has committed, opening again finds everything in place.
+    """
+    for attempt in range(1, _SCHEMA_RACE_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
+        except sqlalchemy.exc.DBAPIError as exc:
+            if attempt == _SCHEMA_RACE_ATTEMPTS or not _lost_schema_race(exc):
+                raise
+            _logger.debug("schema created by another process meanwhile (%s); opening again", exc)
+            time.sleep(random.uniform(0.05, 0.25) * attempt)  # noqa: S311 (jitter)
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_RACE_ATTEMPTS = 8
+
+
+def _lost_schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    """Whether ``exc`` says another process created a table or row this one was creating."""
+    if isinstance(exc, sqlalchemy.exc.IntegrityError):
+        return True  # the version row or alembic stamp inserted twice
+    text = str(exc.orig).lower()
+    return "already exists" in text or "duplicate key" in text
 
 
 def _ping_after_idle(engine: sqlalchemy.Engine, idle_seconds: float) -> None:
