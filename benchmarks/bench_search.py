@@ -22,7 +22,7 @@ service reaches KerasTuner's final best in <= 1/3 of KerasTuner's time and ends 
 and (a') each, and a PNG of the curves (one panel per seed). An existing P4 section of the output
 file is replaced; the rest is kept.
 
-One early lucky trial can decide a single run, so the three engines run once per seed (``--seeds
+One early lucky trial can decide a single run, so the engines run once per seed (``--seeds
 0,1,2``: the samplers', KerasTuner's oracle's and the training seeds), and the goal is judged on
 the medians over seeds, each seed's verdict shown beside them.
 
@@ -112,18 +112,22 @@ def run_optuna_workers(
     """
     import optuna
 
+    from search.storage.opening import open_storage
     from search.workers.launcher import launch_workers
 
     url = f"sqlite:///{storage_dir / 'capsearch_workers.db'}"
+    open_storage(url).engine.dispose()  # the tables, once, as `capsearch workers` makes them
 
     def argv_for(worker: str) -> list[str]:
         argv = [sys.executable, "-m", "benchmarks.bench_search", "--budget", str(budget)]
         argv += ["--seeds", str(seed), "--worker", worker]
         return argv + (["--quick"] if quick else [])
 
-    echo = lambda line: print(f"  [capsearch_workers] {line}", flush=True)  # noqa: E731
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), _pythonpath()]))}
-    code = launch_workers(n, argv_for, url, echo, env=env)
+    def echo(line: str) -> None:
+        print(f"  [capsearch_workers] {line}", flush=True)
+
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    code = launch_workers(n, argv_for, url, echo, env={**os.environ, "PYTHONPATH": path})
     if code:
         raise RuntimeError(f"a worker of the {n}-worker search exited with an error (see above)")
     study = optuna.load_study(study_name=spec.name, storage=url)
@@ -161,10 +165,6 @@ def _search_options(budget: float, storage: str | None) -> Any:
         trial_plots=False,
         summary=False,
     )
-
-
-def _pythonpath() -> str:
-    return os.environ.get("PYTHONPATH", "")
 
 
 def optuna_points(study: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import contextlib
 import math
 import multiprocessing
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -558,3 +559,24 @@ def test_workers_opening_a_new_postgresql_database_together_all_open_it(pg_url: 
     finally:
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_opening_waits_for_another_process_writing_a_new_file_in_rollback_mode(
+    tmp_path: Path,
+) -> None:
+    # Switching to WAL fails at once, not after the busy timeout, while another connection
+    # holds a write lock: a worker opening the file another is creating used to fail.
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    release.start()
+    try:
+        _dispose(open_storage(_sqlite_url(path)))
+    finally:
+        release.join()
+        writer.close()
+    with contextlib.closing(sqlite3.connect(path)) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -187,19 +187,27 @@ def _prepare_sqlite(url: str, database: str | None, create: bool) -> Path | None
 
 
 def _enable_wal(url: str, path: Path) -> None:
-    """Switch the SQLite file at ``path`` to WAL mode (persistent; creates the file if needed)."""
-    try:
-        conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
+    """Switch the SQLite file at ``path`` to WAL mode (persistent; creates the file if needed).
+
+    Changing the journal mode fails at once with "database is locked", without waiting for the
+    busy timeout, while another process writes in rollback mode: workers opening a new file
+    together do. So the switch is tried again until the busy timeout has passed.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise _fail(
-            url,
-            f"{path} is not a usable SQLite database ({exc})",
-            "pass --storage with another path or restore the file",
-        ) from exc
+            mode = _switch_to_wal(path)
+            break
+        except sqlite3.DatabaseError as exc:
+            locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+            if locked and time.monotonic() < deadline:
+                time.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
+                continue
+            raise _fail(
+                url,
+                f"{path} is not a usable SQLite database ({exc})",
+                "pass --storage with another path or restore the file",
+            ) from exc
     if str(mode).lower() != "wal":
         _logger.warning(
             "SQLite storage %s stays in %s journal mode (the file system may not support WAL); "
@@ -207,6 +215,17 @@ def _enable_wal(url: str, path: Path) -> None:
             path,
             mode,
         )
+
+
+def _switch_to_wal(path: Path) -> str:
+    conn = sqlite3.connect(str(path), timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        if mode.lower() != "wal":  # reading waits for other writers; switching does not
+            mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        return mode
+    finally:
+        conn.close()
 
 
 def _connect_fix(backend: str) -> str:
