@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import sqlite3
 import time
 import warnings
@@ -25,6 +24,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
 from search.errors import StorageError
+from search.storage.retry import with_retry
 from search.storage.urls import DEFAULT_STORAGE_DIR, DEFAULT_STORAGE_FILE, mask_text, mask_url
 
 __all__ = ["SQLITE_BUSY_TIMEOUT_S", "open_storage"]
@@ -191,23 +191,16 @@ def _enable_wal(url: str, path: Path) -> None:
 
     Changing the journal mode fails at once with "database is locked", without waiting for the
     busy timeout, while another process writes in rollback mode: workers opening a new file
-    together do. So the switch is tried again until the busy timeout has passed.
+    together do. So the switch is tried again, as other lock conflicts are.
     """
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    while True:
-        try:
-            mode = _switch_to_wal(path)
-            break
-        except sqlite3.DatabaseError as exc:
-            locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-            if locked and time.monotonic() < deadline:
-                time.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
-                continue
-            raise _fail(
-                url,
-                f"{path} is not a usable SQLite database ({exc})",
-                "pass --storage with another path or restore the file",
-            ) from exc
+    try:
+        mode = with_retry(lambda: _switch_to_wal(path), attempts=11)  # waits up to about 50 s
+    except sqlite3.DatabaseError as exc:
+        raise _fail(
+            url,
+            f"{path} is not a usable SQLite database ({exc})",
+            "pass --storage with another path or restore the file",
+        ) from exc
     if str(mode).lower() != "wal":
         _logger.warning(
             "SQLite storage %s stays in %s journal mode (the file system may not support WAL); "
@@ -379,24 +372,18 @@ def _rdb_storage(
     and its alembic stamp; all but the first fail with "table ... already exists" or a
     duplicate key. Once the first has committed, opening again finds everything in place.
     """
-    for attempt in range(1, _SCHEMA_RACE_ATTEMPTS + 1):
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
-        except sqlalchemy.exc.DBAPIError as exc:
-            if attempt == _SCHEMA_RACE_ATTEMPTS or not _lost_schema_race(exc):
-                raise
-            _logger.debug("schema created by another process meanwhile (%s); opening again", exc)
-            time.sleep(random.uniform(0.05, 0.25) * attempt)  # noqa: S311 (jitter)
-    raise AssertionError("unreachable")
+    return with_retry(
+        lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options),
+        retry_on=_lost_schema_race,
+    )
 
 
-_SCHEMA_RACE_ATTEMPTS = 8
-
-
-def _lost_schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+def _lost_schema_race(exc: BaseException) -> bool:
     """Whether ``exc`` says another process created a table or row this one was creating."""
     if isinstance(exc, sqlalchemy.exc.IntegrityError):
         return True  # the version row or alembic stamp inserted twice
+    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return False
     text = str(exc.orig).lower()
     return "already exists" in text or "duplicate key" in text
 

@@ -38,7 +38,13 @@ def _is_transient(exc: BaseException) -> bool:
     return False
 
 
-def with_retry(fn: Callable[[], T], *, attempts: int = 8, base_delay: float = 0.05) -> T:
+def with_retry(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 8,
+    base_delay: float = 0.05,
+    retry_on: Callable[[BaseException], bool] = _is_transient,
+) -> T:
     """Call ``fn`` and retry it when the database reports a lock conflict.
 
     Retries on SQLAlchemy ``OperationalError`` (also when wrapped, e.g. in Optuna's
@@ -50,6 +56,7 @@ def with_retry(fn: Callable[[], T], *, attempts: int = 8, base_delay: float = 0.
         fn: Function without arguments; wrap calls with ``lambda`` or ``functools.partial``.
         attempts: Number of calls in all, at least 1.
         base_delay: Delay in seconds before the first retry.
+        retry_on: Which exceptions to retry instead of lock conflicts.
 
     Returns:
         What ``fn`` returns.
@@ -68,7 +75,7 @@ def with_retry(fn: Callable[[], T], *, attempts: int = 8, base_delay: float = 0.
         try:
             return fn()
         except Exception as exc:
-            if attempt == attempts - 1 or not _is_transient(exc):
+            if attempt == attempts - 1 or not retry_on(exc):
                 raise
             delay = base_delay * (2**attempt) * (0.5 + random.random())
             _logger.debug(
