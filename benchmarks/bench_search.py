@@ -41,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -432,9 +433,13 @@ def render(
     quick: bool,
     png: str,
     seconds: float,
+    pending: Sequence[int] = (),
 ) -> str:
     seeds = ", ".join(str(seed) for seed in by_seed)
     quick_note = f" Quick smoke run ({epochs}-epoch cap): not a measurement." if quick else ""
+    if pending:
+        still = ", ".join(str(seed) for seed in pending)
+        quick_note += f" Partial: seeds {still} not run yet (the run is going on or was stopped)."
     lines = [
         f"{SECTION} (IMDB, imdb_generalize space, {budget:g} s per engine, seeds {seeds})",
         "",
@@ -579,33 +584,62 @@ def main(argv: list[str] | None = None) -> int:
     specs = {seed: study_spec(args.quick, seed) for seed in args.seeds}
     services = [key for key in SERVICES if key != "capsearch_workers" or args.workers > 1]
     by_seed: dict[int, dict[str, dict[str, Any]]] = {}
-    verdicts: dict[str, dict[int, dict[str, Any]]] = {key: {} for key in services}
     for seed, spec in specs.items():
         print(f"seed {seed}", flush=True)
         by_seed[seed] = run_engines(spec, args.budget, args.workers, seed=seed, quick=args.quick)
-        for key in services:
-            verdicts[key][seed] = analyse(by_seed[seed], key)
-    summaries = {key: summarize(verdicts[key]) for key in services}
-    seconds = time.perf_counter() - start
+        # Written after every seed: a run stopped later keeps the seeds it finished.
+        section = write_results(
+            by_seed,
+            services,
+            pending=[s for s in specs if s not in by_seed],
+            budget=args.budget,
+            epochs=spec.training.epochs,  # the seeds differ in nothing else
+            quick=args.quick,
+            seconds=time.perf_counter() - start,
+            out=out,
+            png=png,
+        )
+    print(section)
+    print(f"wrote {out}, {png} and {png.with_suffix('.json')}")
+    return 0
 
+
+def write_results(
+    by_seed: dict[int, dict[str, dict[str, Any]]],
+    services: list[str],
+    *,
+    pending: Sequence[int],
+    budget: float,
+    epochs: int,
+    quick: bool,
+    seconds: float,
+    out: Path,
+    png: Path,
+) -> str:
+    """The P4 section of ``out``, its PNG and the raw JSON beside the PNG, for the seeds run so
+    far (``pending``: those still to run, named in the section); returns the section."""
+    verdicts = {key: {seed: analyse(by_seed[seed], key) for seed in by_seed} for key in services}
+    summaries = {key: summarize(verdicts[key]) for key in services}
     png.parent.mkdir(parents=True, exist_ok=True)
-    plot(by_seed, verdicts["capsearch"], args.budget, png)
+    plot(by_seed, verdicts["capsearch"], budget, png)
     section = render(
         by_seed,
         verdicts,
         summaries,
-        budget=args.budget,
-        epochs=spec.training.epochs,  # the seeds differ in nothing else
-        quick=args.quick,
+        budget=budget,
+        epochs=epochs,
+        quick=quick,
         png=os.path.relpath(png, out.resolve().parent),
         seconds=seconds,
+        pending=pending,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     old = out.read_text(encoding="utf-8") if out.exists() else ""
     out.write_text(merge_section(old, section), encoding="utf-8")
     raw = {
-        "budget": args.budget,
-        "quick": args.quick,
+        "budget": budget,
+        "quick": quick,
+        "pending_seeds": list(pending),
         "summary": summaries,
         "seeds": {
             str(seed): {
@@ -616,9 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     png.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
-    print(section)
-    print(f"wrote {out}, {png} and {png.with_suffix('.json')}")
-    return 0
+    return section
 
 
 def run_engines(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_search import _seeds, analyse, render, summarize
+from benchmarks.bench_search import _seeds, analyse, render, summarize, write_results
 
 
 def _run(*points: tuple[float, float | None]) -> dict:
@@ -71,6 +73,24 @@ def test_each_service_run_is_judged_on_its_own_and_reported_under_its_worker_cou
     assert len(goals) == 2
     assert goals[0].endswith("**not met** (met in 0 of 1 seeds on its own).")
     assert "this service, 2 workers" in goals[1] and "**met** (met in 1 of 1" in goals[1]
+
+
+def test_results_are_written_after_each_seed_keeping_the_rest_of_the_file(tmp_path: Path):
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n\n## P1 tiny data\n\nkept\n", encoding="utf-8")
+    png = tmp_path / "p4_search.png"
+    runs = {0: _runs(_run((20.0, 0.269)), _run((90.0, 0.27)))}
+    options = dict(budget=600, epochs=20, quick=False, seconds=1.0, out=out, png=png)
+    write_results(runs, ["capsearch"], pending=[1, 2], **options)
+    text = out.read_text(encoding="utf-8")
+    assert "kept" in text and "Partial: seeds 1, 2 not run yet" in text
+    raw = json.loads(png.with_suffix(".json").read_text(encoding="utf-8"))
+    assert raw["pending_seeds"] == [1, 2] and list(raw["seeds"]) == ["0"]
+    assert raw["seeds"]["0"]["verdicts"]["capsearch"]["goal_met"]
+    assert png.stat().st_size > 0
+    write_results(runs, ["capsearch"], pending=[], **options)  # the last seed done
+    text = out.read_text(encoding="utf-8")
+    assert "Partial" not in text and text.count("## P4 search efficiency") == 1
 
 
 def test_seeds_are_distinct_integers():
