@@ -436,10 +436,10 @@ def render(
     pending: Sequence[int] = (),
 ) -> str:
     seeds = ", ".join(str(seed) for seed in by_seed)
-    quick_note = f" Quick smoke run ({epochs}-epoch cap): not a measurement." if quick else ""
+    caveats = f" Quick smoke run ({epochs}-epoch cap): not a measurement." if quick else ""
     if pending:
         still = ", ".join(str(seed) for seed in pending)
-        quick_note += f" Partial: seeds {still} not run yet (the run is going on or was stopped)."
+        caveats += f" Partial: seeds {still} not run yet (the run is going on or was stopped)."
     lines = [
         f"{SECTION} (IMDB, imdb_generalize space, {budget:g} s per engine, seeds {seeds})",
         "",
@@ -447,7 +447,7 @@ def render(
         f"For each seed the engines ran one after another, each with a wall-clock budget "
         f"of {budget:g} s (no trial starts later; the running one finishes), epoch cap {epochs}, "
         f"no baselines; the seed seeds the TPE sampler, KerasTuner's oracle and the training. "
-        f"Whole run: {seconds:.0f} s.{quick_note}",
+        f"Whole run: {seconds:.0f} s.{caveats}",
         "",
         "| seed | engine | finished trials | epochs trained | search s | final best val data loss "
         "| complete trials only | first reached KerasTuner's final best |",
