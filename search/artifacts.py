@@ -104,7 +104,17 @@ def draw_trial_figure(attrs: Mapping[str, Any], title: str, path: Path) -> Path:
 
     fit = attrs.get("predictions") or {}
     panels = 2 if fit.get("x_train") else 1
-    figure = Figure(figsize=(6.4 * panels, 4.6), dpi=100, layout="constrained")
+    width, height = 6.4 * panels, 4.6
+    figure = Figure(figsize=(width, height), dpi=100)
+    # Fixed margins, in inches: matplotlib's constrained layout took 40 % of the drawing time
+    # (0.19 s against 0.11 s), and the plot is drawn while the worker waits, once per trial.
+    figure.subplots_adjust(
+        left=0.9 / width,
+        right=1 - 0.2 / width,
+        bottom=0.5 / height,
+        top=1 - 0.75 / height,
+        wspace=0.15,  # of a panel's width: 0.8 in between the two panels
+    )
     axes = figure.subplots(1, panels, squeeze=False)[0]
     _draw_curves(axes[0], attrs)
     if panels == 2:
@@ -115,6 +125,8 @@ def draw_trial_figure(attrs: Mapping[str, Any], title: str, path: Path) -> Path:
 
 
 def _draw_curves(ax: Any, attrs: Mapping[str, Any]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     train = list(attrs.get("train_curve") or [])
     val = list(attrs.get("val_curve") or [])
     if not train and not val:
@@ -132,6 +144,7 @@ def _draw_curves(ax: Any, attrs: Mapping[str, Any]) -> None:
         ax.axvline(best, color="gray", linestyle=":", label=f"best epoch {best}")
     if spans_decades([*train, *val]):
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (data loss, no L2 penalty)")
     ax.set_title("loss by epoch")
