@@ -175,15 +175,16 @@ class Objective:
         )
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        # Free the previous trial's graphs and weights so memory stays flat over many trials
+        # (clear_session runs the garbage collector itself; a second pass costs ~0.1 s). First,
+        # before this trial creates anything: in a worker, what survives it is frozen.
+        clear_session()
         seed = self.spec.training.seed + trial.number
         is_baseline = "baseline" in trial.user_attrs
         exact = measures_train_exactly(self.spec, self.data.dataset)
         trial.set_user_attr("train_loss_kind", "inference" if exact else "running")
         history = History()
         callbacks = self._callbacks(trial, prune=not is_baseline)
-        # Free the previous trial's graphs and weights so memory stays flat over many trials
-        # (clear_session runs the garbage collector itself; a second pass costs ~0.1 s).
-        clear_session()
         try:
             run = self.train(trial, seed=seed, callbacks=callbacks, history=history)
         except optuna.TrialPruned:

@@ -229,6 +229,37 @@ def test_frozen_objects_stay_out_of_collections_until_the_block_ends() -> None:
     assert gc.get_freeze_count() == 0
 
 
+def test_what_survives_a_trial_is_frozen_and_freed_at_the_next_full_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import weakref
+
+    from search import session
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self  # a reference cycle: only the collector frees it
+
+    monkeypatch.setattr(session, "FULL_COLLECTION_EVERY", 3)
+    with long_lived_objects_frozen():
+        kept = Node()  # what a trial leaves for the next ones, e.g. a shared graph
+        clear_session()  # 1st
+        frozen = gc.get_freeze_count()
+        garbage = Node()
+        ref = weakref.ref(garbage)
+        del garbage
+        clear_session()  # 2nd: the collection frees it, it was not frozen
+        assert ref() is None
+        assert gc.get_freeze_count() >= frozen  # the survivors, kept among them, stay frozen
+        died_frozen = weakref.ref(kept)
+        del kept
+        gc.collect()
+        assert died_frozen() is not None  # frozen when it died: not walked...
+        clear_session()  # 3rd: the full walk
+        assert died_frozen() is None  # ...until the full walk
+    assert gc.get_freeze_count() == 0
+
+
 def test_freezing_first_frees_the_graphs_of_earlier_models() -> None:
     import weakref
 
