@@ -446,7 +446,8 @@ def render(
         f"Measured by `make bench-search` on {time.strftime('%Y-%m-%d')}: {machine()}. "
         f"For each seed the engines ran one after another, each with a wall-clock budget "
         f"of {budget:g} s (no trial starts later; the running one finishes), epoch cap {epochs}, "
-        f"no baselines; the seed seeds the TPE sampler, KerasTuner's oracle and the training. "
+        f"no baselines, no per-trial plot artifacts (`make search` draws one, about 0.15 s a "
+        f"trial); the seed seeds the TPE sampler, KerasTuner's oracle and the training. "
         f"Whole run: {seconds:.0f} s.{caveats}",
         "",
         "| seed | engine | finished trials | epochs trained | search s | final best val data loss "
