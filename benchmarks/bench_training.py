@@ -19,6 +19,7 @@ Usage: ``python -m benchmarks.bench_training [--quick] [--only p1 p2 p3 p3_searc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import json
@@ -26,7 +27,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,26 +214,18 @@ def p3_overhead(quick: bool) -> dict[str, Any]:
 
     Each trial's epochs record ``train_seconds`` (the epoch's steps) and ``eval_seconds``
     (the validation pass). The first epoch's steps also hold any tracing (the worker's first
-    trial traces its shared graphs), so *optimizer steps* count every epoch at the median warm
-    epoch's time, and the first epoch's surplus is *tracing*; *other* is the rest of the trial's
-    wall time (model build, ``clear_session``, pruner reports and attribute writes).
+    trial traces its shared graphs): see :func:`_trial_parts`. *Other* is the rest of the
+    trial's wall time (model build, ``clear_session``, pruner reports and attribute writes).
     """
     import optuna
 
     from search.objective import Objective
     from search.studyfile import load_study
 
-    class _KeepHistory(Objective):
-        def train(self, trial: Any, **kwargs: Any) -> Any:
-            run = super().train(trial, **kwargs)
-            histories.append(run.history)
-            return run
-
-    histories: list[Any] = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = load_study("imdb_generalize")
     data = PreparedData(load_dataset("imdb", spec.data.options, context()))
-    objective = _KeepHistory(spec, data)
+    objective = Objective(spec, data)
     study = optuna.create_study(pruner=optuna.pruners.NopPruner())
     fixed = {
         "layers": 2,
@@ -247,28 +240,13 @@ def p3_overhead(quick: bool) -> dict[str, Any]:
     n_trials = 20 if quick else 100
     rss: dict[int, float] = {}
     parts: list[dict[str, float]] = []
-    with long_lived_objects_frozen():  # as a worker's trial loop does (search.runner)
+    # Frozen as a worker's trial loop does (search.runner).
+    with long_lived_objects_frozen(), _histories_kept() as histories:
         for i in range(n_trials):
             study.enqueue_trial(fixed)
             study.optimize(objective, n_trials=1)
             trial = study.trials[-1]
-            assert trial.datetime_complete is not None and trial.datetime_start is not None
-            wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
-            records = histories[-1].records
-            warm = float(np.median([r.train_seconds for r in records[1:]]))
-            steps = warm * len(records)
-            tracing = max(records[0].train_seconds - warm, 0.0)
-            evaluation = sum(r.eval_seconds for r in records)
-            parts.append(
-                {
-                    "wall": wall,
-                    "epochs": len(records),
-                    "steps": steps,
-                    "tracing": tracing,
-                    "eval": evaluation,
-                    "other": wall - steps - tracing - evaluation,
-                }
-            )
+            parts.append(_trial_parts(trial, histories[trial.number].records))
             if i in (0, n_trials - 1):
                 rss[i + 1] = process.memory_info().rss / 2**20
     later = parts[1:] if len(parts) > 1 else parts
@@ -291,67 +269,87 @@ def p3_search(quick: bool) -> dict[str, Any]:
 
     ``run_search`` on the ``imdb_generalize`` study file in a fresh SQLite storage: its
     baselines first, then TPE with Hyperband pruning, a plot artifact per trial, every
-    attribute written. Each trial's epochs come from its history; *tracing* is the first
-    epoch's surplus over the trial's median later epoch (a trial of one epoch counts none), and
-    *other* is the rest of its wall time: sampling, pruning, storage, model build,
-    ``clear_session`` and the plot.
+    attribute written. Each trial's time is cut as :func:`_trial_parts` does; *other* is then
+    sampling, pruning, storage, model build, ``clear_session`` and the plot.
     """
     import tempfile
 
     import optuna
 
-    from search.objective import Objective
     from search.runner import SearchOptions, run_search
     from search.studyfile import load_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    n_trials = 12 if quick else 40
+    with (
+        tempfile.TemporaryDirectory(prefix="capsearch-bench-") as tmp,
+        _histories_kept() as histories,
+    ):
+        options = SearchOptions(
+            trials=n_trials,
+            storage=f"sqlite:///{tmp}/studies.db",
+            data_dir=context().data_dir,
+            offline=True,
+            evaluate_test=False,
+            summary=False,
+        )
+        study = run_search(load_study("imdb_generalize"), options, echo=lambda line: None)
+        trials = study.get_trials(deepcopy=False)
+    parts = [_trial_parts(trial, histories[trial.number].records) for trial in trials]
+    keys = ("wall", "steps", "tracing", "eval", "other")
+    totals = {key: sum(p[key] for p in parts) for key in keys}
+    return {
+        "trials": len(trials),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "epochs": sum(int(p["epochs"]) for p in parts),
+        "totals": totals,
+        "overhead_share": 1 - totals["steps"] / totals["wall"],
+    }
+
+
+@contextlib.contextmanager
+def _histories_kept() -> Iterator[dict[int, Any]]:
+    """Every trial's epoch records by trial number, pruned trials' too, while the block runs.
+
+    Wraps :meth:`search.objective.Objective.train`, which every objective of the searched
+    family calls, so it sees the trials ``run_search`` runs as well as one's own.
+    """
+    from search.objective import Objective
 
     histories: dict[int, Any] = {}
     train = Objective.train
 
-    def keep_history(self: Objective, trial: optuna.Trial, **kwargs: Any) -> Any:
-        histories[trial.number] = kwargs["history"]  # filled even when the trial is pruned
+    def keep_history(self: Objective, trial: Any, **kwargs: Any) -> Any:
+        histories[trial.number] = kwargs["history"]  # filled epoch by epoch
         return train(self, trial, **kwargs)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    n_trials = 12 if quick else 40
     Objective.train = keep_history  # type: ignore[method-assign]
     try:
-        with tempfile.TemporaryDirectory(prefix="capsearch-bench-") as tmp:
-            options = SearchOptions(
-                trials=n_trials,
-                storage=f"sqlite:///{tmp}/studies.db",
-                data_dir=context().data_dir,
-                offline=True,
-                evaluate_test=False,
-                summary=False,
-            )
-            study = run_search(load_study("imdb_generalize"), options, echo=lambda line: None)
-            trials = study.get_trials(deepcopy=False)
+        yield histories
     finally:
         Objective.train = train  # type: ignore[method-assign]
-    totals = dict.fromkeys(("wall", "steps", "tracing", "eval", "other"), 0.0)
-    epochs = pruned = 0
-    for trial in trials:
-        assert trial.datetime_complete is not None and trial.datetime_start is not None
-        records = histories[trial.number].records
-        wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        train_seconds = [r.train_seconds for r in records]
-        warm = float(np.median(train_seconds[1:])) if len(records) > 1 else train_seconds[0]
-        tracing = max(train_seconds[0] - warm, 0.0)
-        steps = sum(train_seconds) - tracing
-        evaluation = sum(r.eval_seconds for r in records)
-        totals["wall"] += wall
-        totals["steps"] += steps
-        totals["tracing"] += tracing
-        totals["eval"] += evaluation
-        totals["other"] += wall - steps - tracing - evaluation
-        epochs += len(records)
-        pruned += trial.state == optuna.trial.TrialState.PRUNED
+
+
+def _trial_parts(trial: Any, records: list[Any]) -> dict[str, float]:
+    """A finished trial's wall time cut into optimizer steps, tracing, validation and the rest.
+
+    *Tracing* is the first epoch's surplus over the trial's median later epoch (none in a trial
+    of one epoch); *steps* are the rest of the epochs' training time.
+    """
+    assert trial.datetime_complete is not None and trial.datetime_start is not None
+    wall = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    seconds = [r.train_seconds for r in records]
+    warm = float(np.median(seconds[1:])) if len(seconds) > 1 else seconds[0]
+    tracing = max(seconds[0] - warm, 0.0)
+    steps = sum(seconds) - tracing
+    evaluation = sum(r.eval_seconds for r in records)
     return {
-        "trials": len(trials),
-        "pruned": pruned,
-        "epochs": epochs,
-        "totals": totals,
-        "overhead_share": 1 - totals["steps"] / totals["wall"],
+        "wall": wall,
+        "epochs": len(records),
+        "steps": steps,
+        "tracing": tracing,
+        "eval": evaluation,
+        "other": wall - steps - tracing - evaluation,
     }
 
 
