@@ -294,7 +294,9 @@ def p3_search(quick: bool) -> dict[str, Any]:
             summary=False,
         )
         study = run_search(load_study("imdb_generalize"), options, echo=lambda line: None)
-        trials = study.get_trials(deepcopy=False)
+        # Finished trials only: a failed one may have no epoch (or no history) to cut.
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        trials = study.get_trials(deepcopy=False, states=finished)
     parts = [_trial_parts(trial, histories[trial.number].records) for trial in trials]
     keys = ("wall", "steps", "tracing", "eval", "other")
     totals = {key: sum(p[key] for p in parts) for key in keys}
