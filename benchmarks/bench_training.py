@@ -458,8 +458,8 @@ def render(results: dict[str, Any], seconds: float) -> str:
             "state), "
             "the trial's plot (about 0.15 s), the Keras model build and clear_session.",
             "- *Graph tracing* (estimated: the first epoch's surplus over the later ones) is "
-            "paid once per worker for each new layer structure (depth, optimizer, L2 or not, "
-            "sparse product kind), so its share falls as a search goes on.",
+            "paid once per worker for each new layer structure (depth and optimizer: six in "
+            "this space), so its share falls as a search goes on.",
             "",
         ]
     return "\n".join(lines) + "\n"

@@ -6,7 +6,9 @@ as long as ten epochs of a small model. A trial of the searched family (a Dense 
 L2 strengths and the learning rate. :class:`SharedGraphs` therefore traces its graphs with the
 weights, optimizer slots and those numbers as *arguments* of unknown width, once per
 :class:`GraphKey` (activations, loss, optimizer, sparse or dense input), and every later trial
-of that structure runs them at once.
+of that structure runs them at once. What else would change the graph is chosen inside it at run
+time: the sparse product (COO or CSR, by the first kernel's width) and whether an L2 penalty is
+computed at all, so a search of the IMDB space traces six structures, not 24.
 
 The mathematics is Keras': the model's own initial weights, its activations and loss functions,
 the penalty ``l2 * sum(kernel ** 2)`` of ``keras.regularizers.L2`` and the update rules of
@@ -35,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from search.model import count_hits, loss_name, summed_loss_and_hits
-from search.sparse_dense import CSR_FROM_UNITS, SparseInputDense, sparse_matmul
+from search.sparse_dense import SparseInputDense, sparse_matmul
 
 if TYPE_CHECKING:
     from search.data import Task
@@ -51,11 +53,9 @@ class GraphKey:
     activations: tuple[str, ...]  # one per Dense layer, the output layer last
     loss: str
     task: Task
-    sparse: bool  # the first layer multiplies a tf.SparseTensor
-    csr: bool  # ... through the CSR kernels (wide first layer), see search.sparse_dense
+    sparse: bool  # the first layer multiplies a tf.SparseTensor (COO or CSR product by width)
     optimizer: str  # "rmsprop", "adam" or "sgd"
     optimizer_constants: tuple[float, ...]  # rho/epsilon, beta_1/beta_2/epsilon: Python floats
-    l2: bool  # some kernel has an L2 penalty
 
 
 @dataclass
@@ -125,10 +125,8 @@ def shared_graph_plan(model: keras.Model, task: Task) -> GraphPlan | None:
         loss=loss_name(task),
         task=task,
         sparse=sparse,
-        csr=sparse and dense[0].units >= CSR_FROM_UNITS,
         optimizer=optimizer_name,
         optimizer_constants=constants,
-        l2=any(l2),
     )
     return GraphPlan(
         key=key,
@@ -260,16 +258,11 @@ class SharedGraphs:
                     losses = per_sample(y, pred)
                     data_loss = tf.reduce_mean(losses)
                 grads = tape.gradient(data_loss, weights)
-                loss = data_loss
-                if key.l2:
-                    # Keras' L2 penalty, l2 * sum(w^2), and its gradient, 2 * l2 * w, written
-                    # out: through the tape they added 24 ms to a 70 ms IMDB epoch, now 3-6 ms.
-                    penalty = []
-                    for k in range(n_layers):
-                        kernel = weights[2 * k]
-                        penalty.append(2.0 * l2[k] * tf.nn.l2_loss(kernel))
-                        grads[2 * k] = grads[2 * k] + (2.0 * l2[k]) * kernel
-                    loss = data_loss + tf.add_n(penalty)
+                loss, grads = tf.cond(
+                    penalized,
+                    lambda: _with_l2_penalty(data_loss, grads, weights, l2),
+                    lambda: (data_loss, grads),
+                )
                 number = tf.cast(iterations + tf.cast(i, tf.int64) + 1, tf.float32)
                 step_info = _Step(learning_rate, number, key.optimizer_constants)
                 weights, slots = update(weights, grads, slots, step_info)
@@ -282,6 +275,9 @@ class SharedGraphs:
                 ]
                 return i + 1, weights, slots, [a + b for a, b in zip(sums, batch, strict=True)]
 
+            # Chosen at run time, so models with and without L2 share the graph; the penalty's
+            # reductions are skipped when no kernel has one.
+            penalized = tf.reduce_any(l2 > 0)
             zero = tf.constant(0.0, tf.float64)
             n_steps = tf.shape(starts)[0]
             _, weights, slots, sums = tf.while_loop(
@@ -391,7 +387,7 @@ def epoch_rows(
 
 def _forward_key(key: GraphKey) -> GraphKey:
     """The part of a key the inference pass depends on."""
-    return dataclasses.replace(key, optimizer="", optimizer_constants=(), l2=False)
+    return dataclasses.replace(key, optimizer="", optimizer_constants=())
 
 
 def _weights_spec(key: GraphKey, train: Any, n_layers: int) -> list[tf.TensorSpec]:
@@ -412,16 +408,28 @@ def _forward(key: GraphKey) -> Callable[..., tf.Tensor]:
         h = x
         for layer, activation in enumerate(activations):
             kernel, bias = weights[2 * layer], weights[2 * layer + 1]
-            if layer == 0 and key.sparse:
-                h = sparse_matmul(h, kernel, csr=key.csr)
-            else:
-                h = tf.matmul(h, kernel)
+            # A sparse input's product (COO or CSR) is picked by the kernel's width at run time.
+            h = sparse_matmul(h, kernel) if layer == 0 and key.sparse else tf.matmul(h, kernel)
             h = activation(tf.nn.bias_add(h, bias))
             if rates is not None and seed is not None:  # training: dropout after the layer
                 h = _dropout(h, rates[layer], tf.random.experimental.stateless_fold_in(seed, layer))
         return h
 
     return forward
+
+
+def _with_l2_penalty(
+    data_loss: tf.Tensor, grads: _Tensors, weights: _Tensors, l2: tf.Tensor
+) -> tuple[tf.Tensor, _Tensors]:
+    # Keras' L2 penalty, l2 * sum(w^2), and its gradient, 2 * l2 * w, written out: through the
+    # tape they added 24 ms to a 70 ms IMDB epoch, now 3-6 ms.
+    grads = list(grads)
+    penalty = []
+    for k in range(len(grads) // 2):
+        kernel = weights[2 * k]
+        penalty.append(2.0 * l2[k] * tf.nn.l2_loss(kernel))
+        grads[2 * k] = grads[2 * k] + (2.0 * l2[k]) * kernel
+    return data_loss + tf.add_n(penalty), grads
 
 
 def _dropout(h: tf.Tensor, rate: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -13,6 +13,10 @@ TensorFlow's sparse kernels instead:
   CSR form and the kernel's gradient ``x^T @ g`` with the transposed CSR matrix (about 16 ms
   per IMDB step at 512 units, against 40-65 ms for the densified batch's dense matmul).
 
+A graph traced for kernels of any width (``search.shared_graphs`` traces one per layer
+structure and runs it for every trial of that structure) picks between the two at run time, in
+the forward product and in its gradient alike.
+
 The mathematics is the dense layer's: same kernel, bias and activation, same gradients up to
 float32 summation order (tested against ``keras.layers.Dense`` on the densified input). Inputs
 that are not sparse, or not float32 (mixed precision), take ``keras.layers.Dense``'s own path.
@@ -20,7 +24,8 @@ that are not sparse, or not float32 (mixed precision), take ``keras.layers.Dense
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import keras
 import tensorflow as tf
@@ -65,36 +70,64 @@ def sparse_matmul(x: tf.SparseTensor, kernel: tf.Tensor, *, csr: bool | None = N
     """``x @ kernel`` for a rank-2 sparse ``x`` in row-major order, differentiable in ``kernel``.
 
     ``csr`` picks the CSR kernels (wide outputs) or the COO product (narrow ones); by default
-    the kernel's static width decides, against :data:`CSR_FROM_UNITS`.
+    the kernel's width decides, against :data:`CSR_FROM_UNITS`: its static width when known,
+    else its width at run time (a ``tf.cond``, so one traced graph serves every width).
 
     Example:
         >>> x = tf.sparse.from_dense(tf.constant([[0.0, 1.0], [2.0, 0.0]]))
         >>> sparse_matmul(x, tf.constant([[1.0], [10.0]])).numpy().ravel().tolist()
         [10.0, 2.0]
     """
+    if csr is None and kernel.shape[-1] is not None:
+        csr = kernel.shape[-1] >= CSR_FROM_UNITS
     if csr is None:
-        csr = kernel.shape[-1] is None or kernel.shape[-1] >= CSR_FROM_UNITS
+        wide = tf.shape(kernel)[-1] >= CSR_FROM_UNITS
+        return _product(x, kernel, lambda fast: tf.cond(wide, fast.csr, fast.coo))
     if not csr:
-        return tf.sparse.sparse_dense_matmul(x, kernel)
-    return _csr_matmul(x, kernel)
+        return tf.sparse.sparse_dense_matmul(x, kernel)  # TensorFlow's gradient: the same
+    return _product(x, kernel, lambda fast: fast.csr())
 
 
-def _csr_matmul(x: tf.SparseTensor, kernel: tf.Tensor) -> tf.Tensor:
+class _Kernels(NamedTuple):
+    """One product (or its gradient) through either kernel, as zero-argument functions."""
+
+    csr: Callable[[], tf.Tensor]
+    coo: Callable[[], tf.Tensor]
+
+
+def _product(
+    x: tf.SparseTensor, kernel: tf.Tensor, choose: Callable[[_Kernels], tf.Tensor]
+) -> tf.Tensor:
     # The gradient with respect to the sparse input is never needed (it is data), so only the
-    # kernel's is defined.
-    matrix = tf.raw_ops.SparseTensorToCSRSparseMatrix(
-        indices=x.indices, values=x.values, dense_shape=x.dense_shape
-    )
+    # kernel's is defined. The CSR form is built where it is used, so the COO branch of a
+    # run-time choice never pays for it.
+    def csr_matrix() -> tf.Tensor:
+        return tf.raw_ops.SparseTensorToCSRSparseMatrix(
+            indices=x.indices, values=x.values, dense_shape=x.dense_shape
+        )
 
     @tf.custom_gradient
     def product(weights: tf.Tensor) -> tuple[tf.Tensor, Any]:
-        outputs = _aligned_product(matrix, weights)
+        outputs = choose(
+            _Kernels(
+                csr=lambda: _aligned_product(csr_matrix(), weights),
+                coo=lambda: tf.sparse.sparse_dense_matmul(x, weights),
+            )
+        )
 
         def gradient(upstream: tf.Tensor) -> tf.Tensor:
-            # x^T @ g through an explicit CSR transpose: several times faster on CPU than
-            # SparseMatrixMatMul(adjoint_a=True) or the COO adjoint product.
-            transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=tf.float32)
-            return _aligned_product(transposed, upstream)
+            # x^T @ g. CSR: through an explicit transpose, several times faster on CPU than
+            # SparseMatrixMatMul(adjoint_a=True) or the COO adjoint product; COO: the adjoint
+            # product, as TensorFlow's own gradient of sparse_dense_matmul.
+            def transposed() -> tf.Tensor:
+                return tf.raw_ops.SparseMatrixTranspose(input=csr_matrix(), type=tf.float32)
+
+            return choose(
+                _Kernels(
+                    csr=lambda: _aligned_product(transposed(), upstream),
+                    coo=lambda: tf.sparse.sparse_dense_matmul(x, upstream, adjoint_a=True),
+                )
+            )
 
         return outputs, gradient
 

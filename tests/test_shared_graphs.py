@@ -77,8 +77,20 @@ CASES = [
 def test_shared_graphs_train_like_keras_fit(make: object, changes: dict[str, object]) -> None:
     """Step for step on the same batches: the same weights and running logs as ``model.fit``."""
     dataset = make()  # type: ignore[operator]
-    params = PARAMS | changes
-    data = PreparedData(dataset)
+    _assert_trains_like_keras_fit(PreparedData(dataset), PARAMS | changes)
+
+
+def test_one_graph_trains_narrow_and_wide_with_and_without_l2_like_keras_fit() -> None:
+    """The COO or CSR product and the L2 penalty, chosen at run time inside one traced graph."""
+    data = PreparedData(_binary_multi_hot())
+    _assert_trains_like_keras_fit(data, PARAMS | {"units": 6})
+    _assert_trains_like_keras_fit(data, PARAMS | {"units": CSR_FROM_UNITS + 3, "l2": 1e-2})
+    _assert_trains_like_keras_fit(data, PARAMS | {"units": 4, "l2": 1e-3})
+    assert len(data.shared_graphs) == 2  # one train-epoch graph, one evaluation graph
+
+
+def _assert_trains_like_keras_fit(data: PreparedData, params: dict[str, object]) -> None:
+    dataset = data.dataset
     shared = _model(dataset, params, seed=7)
     keras_model = _model(dataset, params, seed=7)
     assert shared_graph_plan(shared, dataset.task) is not None
@@ -116,9 +128,11 @@ def test_models_of_one_structure_share_one_trace() -> None:
     assert len(graphs) == 2  # one train-epoch graph, one evaluation graph
     (key,) = graphs._train  # noqa: SLF001
     assert graphs.train_graph(key).experimental_get_tracing_count() == 1
-    wide = _model(dataset, PARAMS | {"units": CSR_FROM_UNITS}, seed=0)
+    # A wide first layer (the CSR product) and an L2 penalty are chosen inside the same graphs.
+    wide = _model(dataset, PARAMS | {"units": CSR_FROM_UNITS, "l2": 1e-3}, seed=0)
     data.fit(wide, batch_size=32, epochs=1)
-    assert len(graphs) == 4  # the CSR product is another structure
+    assert len(graphs) == 2
+    assert graphs.train_graph(key).experimental_get_tracing_count() == 1
 
 
 def test_trials_of_one_structure_add_no_graph() -> None:

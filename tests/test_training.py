@@ -363,7 +363,9 @@ def test_sparse_first_layer_trains_like_dense_keras(units: int) -> None:
 
 
 @pytest.mark.parametrize("units", [5, 37, 40, 130])  # padded to a multiple of 8, or not
-def test_csr_product_of_unknown_width_matches_the_dense_product(units: int) -> None:
+@pytest.mark.parametrize("csr", [True, None], ids=["csr", "chosen-by-width"])
+def test_product_of_unknown_width_matches_the_dense_product(units: int, csr: bool | None) -> None:
+    """The CSR product, or the one the kernel's width picks at run time (COO below 32 units)."""
     x_dense = tf.constant(_multi_hot(n=70, width=60).x_train.toarray())
     x_sparse = tf.sparse.from_dense(x_dense)
     kernel = tf.random.stateless_normal([60, units], seed=[1, units])
@@ -373,7 +375,7 @@ def test_csr_product_of_unknown_width_matches_the_dense_product(units: int) -> N
     def product_and_gradient(weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             tape.watch(weights)
-            outputs = sparse_matmul(x_sparse, weights, csr=True)
+            outputs = sparse_matmul(x_sparse, weights, csr=csr)
             value = tf.reduce_sum(outputs * upstream)
         return outputs, tape.gradient(value, weights)
 
