@@ -221,7 +221,10 @@ class SharedGraphs:
         per_sample = keras.losses.get(key.loss)
         update = _UPDATES[key.optimizer]
 
+        # No AutoGraph: these graphs write their control flow out (tf.while_loop, tf.cond), and
+        # converting them took 0.5-1 s of each structure's first trace on IMDB.
         @tf.function(
+            autograph=False,
             input_signature=[
                 weights_spec,
                 slots_spec,
@@ -294,7 +297,10 @@ class SharedGraphs:
         forward = _forward(key)
         parts_spec = tuple([train.batch_signature()] * parts)
 
-        @tf.function(input_signature=[_weights_spec(key, train, len(key.activations)), parts_spec])
+        @tf.function(
+            autograph=False,  # as in _trace_train
+            input_signature=[_weights_spec(key, train, len(key.activations)), parts_spec],
+        )
         def parts_stats(
             weights: _Tensors, parts: tuple[tuple[Any, tf.Tensor], ...]
         ) -> tuple[tf.Tensor, tf.Tensor]:
