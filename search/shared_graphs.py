@@ -236,7 +236,7 @@ class SharedGraphs:
                 row_spec,  # where each step's batch starts in it
                 row_spec,  # and ends
                 tf.TensorSpec([], tf.int64),  # seed
-            ]
+            ],
         )
         def train_epoch(
             weights: _Tensors,
