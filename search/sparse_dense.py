@@ -80,12 +80,9 @@ def sparse_matmul(x: tf.SparseTensor, kernel: tf.Tensor, *, csr: bool | None = N
     """
     if csr is None and kernel.shape[-1] is not None:
         csr = kernel.shape[-1] >= CSR_FROM_UNITS
-    if csr is None:
-        wide = tf.shape(kernel)[-1] >= CSR_FROM_UNITS
-        return _product(x, kernel, lambda fast: tf.cond(wide, fast.csr, fast.coo))
-    if not csr:
+    if csr is not None and not csr:
         return tf.sparse.sparse_dense_matmul(x, kernel)  # TensorFlow's gradient: the same
-    return _product(x, kernel, lambda fast: fast.csr())
+    return _product(x, kernel, chosen_at_run_time=csr is None)
 
 
 class _Kernels(NamedTuple):
@@ -95,16 +92,33 @@ class _Kernels(NamedTuple):
     coo: Callable[[], tf.Tensor]
 
 
-def _product(
-    x: tf.SparseTensor, kernel: tf.Tensor, choose: Callable[[_Kernels], tf.Tensor]
-) -> tf.Tensor:
+def _product(x: tf.SparseTensor, kernel: tf.Tensor, *, chosen_at_run_time: bool) -> tf.Tensor:
+    """The CSR product, or (``chosen_at_run_time``) CSR or COO by the kernel's run-time width."""
+
     # The gradient with respect to the sparse input is never needed (it is data), so only the
-    # kernel's is defined. The CSR form is built where it is used, so the COO branch of a
-    # run-time choice never pays for it.
-    def csr_matrix() -> tf.Tensor:
+    # kernel's is defined.
+    def to_csr() -> tf.Tensor:
         return tf.raw_ops.SparseTensorToCSRSparseMatrix(
             indices=x.indices, values=x.values, dense_shape=x.dense_shape
         )
+
+    if chosen_at_run_time:
+        wide = tf.shape(kernel)[-1] >= CSR_FROM_UNITS
+
+        def choose(fast: _Kernels) -> tf.Tensor:
+            return tf.cond(wide, fast.csr, fast.coo)
+
+        # Built inside the CSR branches (forward and gradient), so the COO branch never pays.
+        csr_matrix = to_csr
+    else:
+
+        def choose(fast: _Kernels) -> tf.Tensor:
+            return fast.csr()
+
+        matrix = to_csr()  # built once, for the product and its gradient
+
+        def csr_matrix() -> tf.Tensor:
+            return matrix
 
     @tf.custom_gradient
     def product(weights: tf.Tensor) -> tuple[tf.Tensor, Any]:
