@@ -340,35 +340,48 @@ def _other_costs() -> dict[str, list[tuple[Any, str]]]:
 def _calls_timed(places: dict[str, list[tuple[Any, str]]]) -> Iterator[dict[str, float]]:
     """Seconds spent in each group of ``places`` (module or class, attribute) while the block runs.
 
-    Each callable is replaced by a timing wrapper for the block and put back after it; a class's
-    method must be defined on that class itself, so that putting it back restores the class.
+    Each callable is wrapped by :func:`_wrapped` for the block and put back after it.
     """
     seconds = dict.fromkeys(places, 0.0)
-    replaced: list[tuple[Any, str, Any]] = []
 
-    def timing(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                seconds[label] += time.perf_counter() - start
+    def timing(label: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(fn)
+            def timed_call(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    seconds[label] += time.perf_counter() - start
 
-        return wrapper
+            return timed_call
 
-    try:
+        return wrap
+
+    with contextlib.ExitStack() as stack:
         for label, group in places.items():
             for owner, name in group:
-                if isinstance(owner, type) and name not in vars(owner):
-                    raise ValueError(f"{owner.__name__}.{name} is inherited: time the base class")
-                original = vars(owner)[name] if isinstance(owner, type) else getattr(owner, name)
-                replaced.append((owner, name, original))
-                setattr(owner, name, timing(label, original))
+                stack.enter_context(_wrapped(owner, name, timing(label)))
         yield seconds
+
+
+@contextlib.contextmanager
+def _wrapped(
+    owner: Any, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> Iterator[None]:
+    """``owner.name`` replaced by ``wrap(owner.name)`` while the block runs, put back after it.
+
+    A class's method must be defined on that class itself, so that putting it back restores the
+    class as it was.
+    """
+    if isinstance(owner, type) and name not in vars(owner):
+        raise ValueError(f"{owner.__name__}.{name} is inherited: wrap the base class's")
+    original = vars(owner)[name] if isinstance(owner, type) else getattr(owner, name)
+    setattr(owner, name, wrap(original))
+    try:
+        yield
     finally:
-        for owner, name, original in reversed(replaced):
-            setattr(owner, name, original)
+        setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -381,17 +394,16 @@ def _histories_kept() -> Iterator[dict[int, Any]]:
     from search.objective import Objective
 
     histories: dict[int, Any] = {}
-    train = Objective.train
 
-    def keep_history(self: Objective, trial: Any, **kwargs: Any) -> Any:
-        histories[trial.number] = kwargs["history"]  # filled epoch by epoch
-        return train(self, trial, **kwargs)
+    def keeping(train: Callable[..., Any]) -> Callable[..., Any]:
+        def keep_history(self: Objective, trial: Any, **kwargs: Any) -> Any:
+            histories[trial.number] = kwargs["history"]  # filled epoch by epoch
+            return train(self, trial, **kwargs)
 
-    Objective.train = keep_history  # type: ignore[method-assign]
-    try:
+        return keep_history
+
+    with _wrapped(Objective, "train", keeping):
         yield histories
-    finally:
-        Objective.train = train  # type: ignore[method-assign]
 
 
 def _trial_parts(trial: Any, records: list[Any]) -> dict[str, float]:
