@@ -314,8 +314,9 @@ def p3_search(quick: bool) -> dict[str, Any]:
 def _other_costs() -> dict[str, list[tuple[Any, str]]]:
     """The calls a real search's trial makes outside its epochs, by what they are for.
 
-    Nothing here calls another entry: the plot's one attribute write is left out with its
-    upload, the sampler's and pruner's storage reads count as sampling and pruning.
+    No entry calls another, so nothing counts twice: the plot's drawing leaves out its upload
+    and its one attribute write (an attribute write); the sampler's and pruner's storage reads
+    count as sampling and pruning.
     """
     import optuna
 
