@@ -64,6 +64,7 @@ lint: install
 	$(BIN)/ruff check search tests benchmarks
 	$(BIN)/ruff format --check search tests benchmarks
 	$(BIN)/mypy search benchmarks
+	$(BIN)/lint-imports --no-logo
 
 format: install
 	$(BIN)/ruff format search tests benchmarks

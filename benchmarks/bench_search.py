@@ -9,7 +9,7 @@ S (no trial starts after S seconds; the running one finishes, as ``capsearch run
   pruning, into a temporary SQLite storage;
 * (a') with ``--workers N`` (N > 1, default one per core): the same search run the way this
   service uses a multi-core machine, ``capsearch workers -n N`` on one study (each worker a
-  process with its share of the cores, see :mod:`search.workers`);
+  process with its share of the cores, see :mod:`search.distributed`);
 * (b) the same as (a) with Optuna's pruning off (``[pruner] name = "none"``);
 * (c) KerasTuner's ``Hyperband`` (max epochs = the study's 20, factor 3) on
   ``benchmarks/imdb_hypermodel.py``, the same space written against KerasTuner's API, with the
@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("CAPSEARCH_CACHE", str(ROOT / "storage" / "cache"))
 
 from benchmarks.bench_training import context, machine  # noqa: E402
-from search.devices import available_cpus  # noqa: E402
+from search.distributed.devices import available_cpus  # noqa: E402
 
 SECTION = "## P4 search efficiency"
 STUDY = "imdb_generalize"
@@ -72,7 +72,7 @@ Point = dict[str, Any]  # one finished trial: t (s since start), loss, complete,
 def study_spec(quick: bool, seed: int = 0) -> Any:
     """imdb_generalize without baselines (the engines start from nothing alike), its sampler and
     training seeded with ``seed``."""
-    from search.studyfile import load_study
+    from search.spec.studyfile import load_study
 
     spec = load_study(STUDY)
     spec = dataclasses.replace(
@@ -95,7 +95,7 @@ def run_optuna(spec: Any, budget: float, storage_dir: Path, key: str) -> dict[st
     """``run_search`` into a fresh SQLite file for ``budget`` seconds; its finished trials."""
     import optuna
 
-    from search.runner import run_search
+    from search.runs import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = _search_options(budget, f"sqlite:///{storage_dir / f'{key}.db'}")
@@ -113,8 +113,8 @@ def run_optuna_workers(
     """
     import optuna
 
+    from search.distributed.launcher import launch_workers
     from search.storage.opening import open_storage
-    from search.workers.launcher import launch_workers
 
     url = f"sqlite:///{storage_dir / 'capsearch_workers.db'}"
     open_storage(url).engine.dispose()  # the tables, once, as `capsearch workers` makes them
@@ -139,8 +139,8 @@ def run_worker(spec: Any, budget: float, worker: str) -> int:
     """One worker of (a'), started by :func:`run_optuna_workers` (storage in the environment)."""
     import optuna
 
-    from search.runner import run_search
-    from search.workers.trial_loop import seed_offset_for
+    from search.engine.trial_loop import seed_offset_for
+    from search.runs import run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     options = dataclasses.replace(
@@ -154,7 +154,7 @@ def run_worker(spec: Any, budget: float, worker: str) -> int:
 
 
 def _search_options(budget: float, storage: str | None) -> Any:
-    from search.runner import SearchOptions
+    from search.runs import SearchOptions
 
     return SearchOptions(
         trials=TRIAL_CAP,
@@ -213,20 +213,21 @@ def optuna_points(study: Any) -> dict[str, Any]:
 def run_keras_tuner_hyperband(spec: Any, budget: float, directory: Path) -> dict[str, Any]:
     """KerasTuner's Hyperband on the mirrored hypermodel, objective ``val_data_loss``.
 
-    ``search.kt_compare.run_keras_tuner`` ranks by Keras' ``val_loss`` (L2 penalty included), so
+    ``search.compare.keras_tuner.run_keras_tuner`` ranks by Keras' ``val_loss`` (L2 penalty
+    included), so
     the tuner is driven here, with that module's deadline and TensorBoard workaround.
     """
     import keras
     import keras_tuner
 
     from benchmarks.imdb_hypermodel import ImdbHyperModel
-    from search.data import load_dataset
-    from search.kt_compare import (
+    from search.compare.keras_tuner import (
         ENDLESS_ITERATIONS,
         HYPERBAND_FACTOR,
         _deadline_tuner,
         _weights_only_loads,
     )
+    from search.data import load_dataset
 
     ds = load_dataset(spec.data.source, spec.data.options, context())
     points: list[Point] = []
@@ -659,7 +660,7 @@ def run_engines(
 ) -> dict[str, dict[str, Any]]:
     """The engines one after another on ``spec``, each for ``budget`` seconds ((a') when
     ``workers > 1``)."""
-    from search.session import clear_session
+    from search.training.session import clear_session
 
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="capsearch-p4-") as tmp:
@@ -695,7 +696,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def _no_pruner() -> Any:
-    from search.studyfile import PrunerSpec
+    from search.spec.studyfile import PrunerSpec
 
     return PrunerSpec(name="none")
 

@@ -1,6 +1,6 @@
 """Storage benchmark: trials per second and storage cost per trial, SQLite versus PostgreSQL.
 
-Runs ``python -m search.workers_bench launch`` (the real worker loop and launcher with a null
+Runs ``python -m search.testing.null_worker launch`` (the real worker loop and launcher with a null
 objective: two parameters, one report, no computation) for 1, 2, 4 and 8 worker processes on a
 fresh SQLite file and on the PostgreSQL server, and prints a Markdown table. With a null
 objective every millisecond of a trial is storage and bookkeeping: reserving the trial under
@@ -53,7 +53,7 @@ def run_one(
     """One launch; returns the parent's report plus the workers' statistics."""
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env["CAPSEARCH_STORAGE"] = url
-    argv = [sys.executable, "-m", "search.workers_bench", "launch", name]
+    argv = [sys.executable, "-m", "search.testing.null_worker", "launch", name]
     argv += ["-n", str(workers), "--trials", str(trials), "--quiet", *extra]
     if barrier:
         argv.append("--barrier")

@@ -43,10 +43,10 @@ import scipy.sparse  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from search.data import DataContext, load_dataset  # noqa: E402
-from search.model import build_model  # noqa: E402
-from search.session import clear_session, long_lived_objects_frozen  # noqa: E402
-from search.sparse_dense import CSR_FROM_UNITS  # noqa: E402
-from search.training import PreparedData, steps_per_execution  # noqa: E402
+from search.training.model import build_model  # noqa: E402
+from search.training.prepared import PreparedData, steps_per_execution  # noqa: E402
+from search.training.session import clear_session, long_lived_objects_frozen  # noqa: E402
+from search.training.sparse_dense import CSR_FROM_UNITS  # noqa: E402
 
 BOOK = {
     "layers": 2,
@@ -219,8 +219,8 @@ def p3_overhead(quick: bool) -> dict[str, Any]:
     """
     import optuna
 
-    from search.objective import Objective
-    from search.studyfile import load_study
+    from search.engine.objective import Objective
+    from search.spec.studyfile import load_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = load_study("imdb_generalize")
@@ -240,7 +240,7 @@ def p3_overhead(quick: bool) -> dict[str, Any]:
     n_trials = 20 if quick else 100
     rss: dict[int, float] = {}
     parts: list[dict[str, float]] = []
-    # Frozen as a worker's trial loop does (search.runner).
+    # Frozen as a worker's trial loop does (search.runs.lifecycle).
     with long_lived_objects_frozen(), _histories_kept() as histories:
         for i in range(n_trials):
             study.enqueue_trial(fixed)
@@ -276,8 +276,8 @@ def p3_search(quick: bool) -> dict[str, Any]:
 
     import optuna
 
-    from search.runner import SearchOptions, run_search
-    from search.studyfile import load_study
+    from search.runs import SearchOptions, run_search
+    from search.spec.studyfile import load_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     n_trials = 12 if quick else 40
@@ -320,12 +320,13 @@ def _other_costs() -> dict[str, list[tuple[Any, str]]]:
     """
     import optuna
 
-    import search.artifacts
-    import search.objective
+    import search.engine.objective
+    import search.training.run
+    import search.views.trial_plots
 
     return {
-        "plot drawing": [(search.artifacts, "draw_trial_figure")],
-        "Keras model build": [(search.objective, "build_model")],
+        "plot drawing": [(search.views.trial_plots, "draw_trial_figure")],
+        "Keras model build": [(search.training.run, "build_model")],
         "attribute writes": [(optuna.storages.RDBStorage, "set_trial_user_attr")],
         "Hyperband's checks": [(optuna.pruners.HyperbandPruner, "prune")],
         "TPE sampling": [
@@ -333,7 +334,7 @@ def _other_costs() -> dict[str, list[tuple[Any, str]]]:
             (optuna.samplers.TPESampler, "sample_independent"),
         ],
         "reported values": [(optuna.storages.RDBStorage, "set_trial_intermediate_value")],
-        "clear_session": [(search.objective, "clear_session")],
+        "clear_session": [(search.engine.objective, "clear_session")],
     }
 
 
@@ -389,10 +390,10 @@ def _wrapped(
 def _histories_kept() -> Iterator[dict[int, Any]]:
     """Every trial's epoch records by trial number, pruned trials' too, while the block runs.
 
-    Wraps :meth:`search.objective.Objective.train`, which every objective of the searched
+    Wraps :meth:`search.engine.objective.Objective.train`, which every objective of the searched
     family calls, so it sees the trials ``run_search`` runs as well as one's own.
     """
-    from search.objective import Objective
+    from search.engine.objective import Objective
 
     histories: dict[int, Any] = {}
 
@@ -503,7 +504,8 @@ def render(results: dict[str, Any], seconds: float) -> str:
             f"rest: "
             f"{(p3['median']['tracing'] + p3['median']['other']) / p3['median']['wall']:.1%} of "
             f"the trial. Only the worker's first trial of a layer structure traces its shared "
-            f"train-epoch and evaluation graphs (search.shared_graphs); the rest is building the "
+            f"train-epoch and evaluation graphs (search.training.shared_graphs); the rest is "
+            "building the "
             f"Keras model, clear_session, pruner reports and attribute writes.",
             f"- Resident memory after 1 trial {p3['rss_after_1_mb']:.0f} MB, after "
             f"{p3['trials']} trials {p3['rss_after_n_mb']:.0f} MB: growth {p3['growth_mb']:.0f} MB "

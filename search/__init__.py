@@ -1,12 +1,21 @@
 """capsearch: Optuna search over the capacity and regularization of Keras models.
 
-The public API; TensorFlow is imported only when a model is built, so this import stays light.
+The public API. Names are imported on first use (as Optuna does for its visualization
+package), so ``import search`` and ``capsearch --help`` stay light: TensorFlow is imported only
+when a search, a re-run or an export really starts.
 
 Example:
-    >>> from search import SearchOptions, load_study, run_search
-    >>> study = run_search(load_study("overfit30_memorize"), SearchOptions(trials=5))
-    ... # doctest: +SKIP
+    >>> import search
+    >>> search.load_study("overfit30_memorize").objective
+    'memorize'
+    >>> study = search.run_search(search.load_study("overfit30_memorize"),
+    ...                           search.SearchOptions(trials=5))  # doctest: +SKIP
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from search.errors import (
     DataError,
@@ -14,22 +23,47 @@ from search.errors import (
     SearchError,
     StorageError,
     StudyFileError,
+    StudyNotFoundError,
     TrialFailure,
 )
-from search.runner import SearchOptions, model_params, run_search
-from search.studyfile import StudySpec, known_studies, load_study
+from search.spec import StudySpec, known_studies, load_study
+
+if TYPE_CHECKING:
+    from search.engine.stored import model_params
+    from search.runs import SearchOptions, SearchRun, WorkerOptions, run_search, run_workers
+
+__version__ = "0.2.0"
+
+_LAZY = {
+    "SearchOptions": "search.runs",
+    "SearchRun": "search.runs",
+    "WorkerOptions": "search.runs",
+    "run_search": "search.runs",
+    "run_workers": "search.runs",
+    "model_params": "search.engine.stored",
+}
 
 __all__ = [
     "DataError",
     "FatalError",
     "SearchError",
     "SearchOptions",
+    "SearchRun",
     "StorageError",
     "StudyFileError",
+    "StudyNotFoundError",
     "StudySpec",
     "TrialFailure",
+    "WorkerOptions",
     "known_studies",
     "load_study",
     "model_params",
     "run_search",
+    "run_workers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'search' has no attribute {name!r}")

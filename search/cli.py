@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from search.errors import FatalError, SearchError
 
 if TYPE_CHECKING:
-    from search.runner import SearchOptions
+    from search.runs import SearchOptions
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -35,8 +35,8 @@ def _quiet_libraries() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from search.runner import run_search
-    from search.studyfile import load_study
+    from search.runs import run_search
+    from search.spec import load_study
 
     spec = load_study(args.study)
     options = _search_options(args)
@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from search.inspect import list_rows
+    from search.views.show import list_rows
 
     for line in list_rows(args.storage):
         _echo(line)
@@ -54,7 +54,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from search.inspect import show_study
+    from search.views.show import show_study
 
     for line in show_study(args.study, args.storage, top=args.top):
         _echo(line)
@@ -62,14 +62,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from search.dashboard import serve_dashboard
+    from search.views.dashboard import serve_dashboard
 
     serve_dashboard(args.storage, host=args.host, port=args.port)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from search.report import write_report
+    from search.views.report import write_report
 
     _quiet_libraries()
     result = write_report(args.study, args.storage, args.out)
@@ -79,7 +79,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from search.studyfile import known_studies, load_study
+    from search.spec.studyfile import known_studies, load_study
 
     names = args.studies or known_studies()
     for name in names:
@@ -90,10 +90,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from search.runner import run_search
-    from search.studyfile import load_study
-    from search.workers.stop_signals import StopSignals, WorkerStopped
-    from search.workers.trial_loop import default_worker_id, seed_offset_for
+    from search.distributed.stop_signals import StopSignals
+    from search.engine.trial_loop import default_worker_id, seed_offset_for
+    from search.errors import WorkerStopped
+    from search.runs import WorkerOptions, run_search
+    from search.spec import load_study
 
     signals = StopSignals()
     with signals.installed():  # from the start: a stop while loading ends the worker cleanly
@@ -103,11 +104,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         logging.basicConfig(format=f"[{worker}] %(levelname)s %(name)s: %(message)s")
         logging.captureWarnings(True)
         options = _search_options(
-            args,
-            worker=worker,
+            args, evaluate_test=not args.no_summary, summary=not args.no_summary
+        )
+        worker_options = WorkerOptions(
+            worker_id=worker,
             seed_offset=seed_offset_for(worker),
-            evaluate_test=not args.no_summary,
-            summary=not args.no_summary,
             signals=signals,
             configure_tensorflow=True,  # before any model is built, once the storage is good
         )
@@ -117,18 +118,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
         optuna.logging.disable_default_handler()  # Optuna's records get the worker id too
         optuna.logging.enable_propagation()
         try:
-            run_search(spec, options, echo=_echo)
+            run_search(spec, options, echo=_echo, worker=worker_options)
         except WorkerStopped as exc:
             _echo(f"[{worker}] stopped by {exc.signal_name}; run a worker again to resume")
     return 0
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    from search.workers.launcher import run_workers
+    from search.runs import run_workers
+    from search.spec import load_study
 
+    spec = load_study(args.study)
     options = _search_options(args)
     _quiet_libraries()
-    return run_workers(args.study, args.n, options, echo=_echo)
+    return run_workers(spec, args.n, options, echo=_echo)
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -145,8 +148,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 
 def cmd_kt(args: argparse.Namespace) -> int:
-    from search.kt_compare import compare_with_keras_tuner
-    from search.studyfile import load_study
+    from search.compare.keras_tuner import compare_with_keras_tuner
+    from search.spec.studyfile import load_study
 
     spec = load_study(args.study)
     options = _search_options(args)
@@ -163,8 +166,8 @@ def cmd_kt(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from search.export import export_stored
-    from search.studyfile import load_study
+    from search.replay.export import export_stored
+    from search.spec.studyfile import load_study
 
     spec = load_study(args.study)
     options = _search_options(args)
@@ -176,8 +179,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    from search.replay import DEFAULT_RTOL, rerun_stored
-    from search.studyfile import load_study
+    from search.replay.rerun import DEFAULT_RTOL, rerun_stored
+    from search.spec.studyfile import load_study
 
     spec = load_study(args.study)
     options = _search_options(args)
@@ -189,7 +192,7 @@ def cmd_rerun(args: argparse.Namespace) -> int:
 
 def _search_options(args: argparse.Namespace, **extra: Any) -> SearchOptions:
     """The run settings commands share, from their flags (flags a command lacks stay unset)."""
-    from search.runner import SearchOptions
+    from search.runs import SearchOptions
 
     return SearchOptions(
         trials=getattr(args, "trials", None),

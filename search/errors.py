@@ -8,6 +8,17 @@ lets the worker go on with the next one.
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's text on one line, shortened to ``limit`` characters.
+
+    Example:
+        >>> one_line(ValueError("no\\n  such   file"))
+        'no such file'
+    """
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class SearchError(Exception):
     """Base class of every error this package raises on purpose."""
 
@@ -39,6 +50,10 @@ class StorageError(FatalError):
     """A storage URL is malformed, unreachable or not writable."""
 
 
+class StudyNotFoundError(StorageError):
+    """A storage holds no study of the name asked for; the message lists the stored ones."""
+
+
 class TrialFailure(SearchError):
     """One trial failed (exception, out of memory); the worker continues with the next trial."""
 
@@ -53,3 +68,18 @@ class HypermodelError(FatalError):
 
 class ReplayError(FatalError):
     """A stored trial cannot be re-trained: unknown study or trial, or no result to replay."""
+
+
+class TrialsKeepFailing(SearchError):
+    """A worker stopped because too many trials in a row failed (exit code 1, not 2)."""
+
+
+class WorkerStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM asked the worker to stop; raised inside a trial to interrupt it.
+
+    A :class:`KeyboardInterrupt` so that no ``except Exception`` in an objective swallows it.
+    """
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"worker stopped by {signal_name}")
+        self.signal_name = signal_name

@@ -23,7 +23,7 @@ import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import TrialState
 
-from search.artifacts import (
+from search.views.trial_plots import (
     ARTIFACTS_ENV,
     PLOT_ATTR,
     TrialPlots,
@@ -132,7 +132,7 @@ def test_every_finished_trial_has_its_plot_artifact(memorize: TinyRun) -> None:
 
 @pytest.mark.slow
 def test_study_note_describes_the_study_and_its_results(memorize: TinyRun) -> None:
-    from search.notes import RESULTS_HEADING, read_study_note
+    from search.views.notes import RESULTS_HEADING, read_study_note
 
     study = optuna.load_study(study_name=memorize.name, storage=memorize.storage_url)
     note = read_study_note(study)

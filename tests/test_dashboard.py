@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 
-from search.dashboard import is_loopback
+from search.views.dashboard import is_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
 

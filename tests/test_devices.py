@@ -1,4 +1,4 @@
-"""Tests of search.devices with simulated GPU lists and a fake TensorFlow module."""
+"""Tests of search.distributed.devices with simulated GPU lists and a fake TensorFlow module."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from search.devices import (
+from search.distributed.devices import (
     ALLOW_GROWTH_ENV,
     INTER_OP_ENV,
     INTRA_OP_ENV,
@@ -237,7 +237,7 @@ def test_plan_env_reaches_real_tensorflow_in_a_worker() -> None:
     placement = plan_workers(4, [], cpu_count=8)[0]
     code = (
         "import tensorflow as tf\n"
-        "from search.devices import configure_tensorflow\n"
+        "from search.distributed.devices import configure_tensorflow\n"
         "gpus = configure_tensorflow()\n"
         "print(tf.config.threading.get_intra_op_parallelism_threads(),"
         " tf.config.threading.get_inter_op_parallelism_threads(), len(gpus))\n"

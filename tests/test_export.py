@@ -12,11 +12,14 @@ import pytest
 from optuna.trial import TrialState
 
 from search.cli import main
-from search.export import export_stored, keras_code
-from search.replay import DEFAULT_RTOL, open_stored_study, rerun_stored
-from search.runner import SearchOptions, open_study, prepare_data, run_search
+from search.engine.study import open_study
+from search.replay.export import export_stored, keras_code
+from search.replay.rerun import DEFAULT_RTOL, rerun_stored
+from search.runs import SearchOptions, run_search
+from search.spec.studyfile import load_study
 from search.storage.opening import open_storage
-from search.studyfile import load_study
+from search.storage.studies import load_stored_study
+from search.training.prepared import prepare_data
 from tests.conftest import ROOT, write_study
 
 pytestmark = pytest.mark.slow
@@ -122,11 +125,11 @@ def _check_export(spec: Any, url: str, out: Path, trial: int | None = None) -> d
         spec, options, trial_number=trial, out_dir=out, code=True, echo=lines.append
     )
     assert result.verified, lines
-    study = open_stored_study(spec, url)
+    study = load_stored_study(spec.name, url).study
     stored = study.trials[result.trial] if trial is not None else study.best_trial
     # The file loads in plain Keras and scores, as the search measures, what the trial stored.
     model = keras.models.load_model(result.model_path)
-    data = prepare_data(spec, options)
+    data = prepare_data(spec, options.data)
     loss, _ = data.evaluate(model, "val")
     assert loss == pytest.approx(stored.user_attrs["val_loss_best"], rel=DEFAULT_RTOL)
     record = json.loads(result.json_path.read_text(encoding="utf-8"))
@@ -151,9 +154,9 @@ def test_export_of_the_best_built_in_trial(built_in: Any, tmp_path: Path) -> Non
 
 def test_plain_keras_code_has_every_setting(built_in: Any) -> None:
     spec, url = built_in
-    study = open_stored_study(spec, url)
+    study = load_stored_study(spec.name, url).study
     baseline = study.trials[0]  # layers 2, units 12, L2 0.001, dropout 0.2, batch 32, adam 0.005
-    code = keras_code(spec, baseline, prepare_data(spec, SearchOptions()).dataset)
+    code = keras_code(spec, baseline, prepare_data(spec).dataset)
     for needle in (
         "keras.Input(shape=(8,))",
         'keras.layers.Dense(12, activation="relu", kernel_regularizer=',
@@ -181,7 +184,7 @@ def test_rerun_of_a_trial_that_does_not_reproduce_exits_1(
     built_in: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec, url = built_in
-    study = open_stored_study(spec, url)
+    study = load_stored_study(spec.name, url).study
     real = study.trials[0]
     first = real.user_attrs["val_curve"][0] * 0.9  # as if another library had stored it
     forged = optuna.trial.create_trial(
@@ -198,7 +201,7 @@ def test_rerun_of_a_trial_that_does_not_reproduce_exits_1(
 
 def test_export_and_rerun_of_a_hypermodel_trial(hypermodel: Any, tmp_path: Path) -> None:
     spec, url = hypermodel
-    study = open_stored_study(spec, url)
+    study = load_stored_study(spec.name, url).study
     assert study.best_trial.state == TrialState.COMPLETE
     record = _check_export(spec, url, tmp_path, trial=0)
     assert record["model_params"] == HYPERMODEL_TRIAL  # rebuilt through the hypermodel

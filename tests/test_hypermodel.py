@@ -16,12 +16,13 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from search.cli import main
+from search.engine.study import open_study
 from search.errors import HypermodelError, StudyFileError
-from search.hypermodel import OptunaHyperParameters, fixed_hyperparameters, mirror_of
-from search.runner import SearchOptions, open_study, run_search
-from search.session import custom_gradient_count
+from search.kerastuner import OptunaHyperParameters, fixed_hyperparameters, mirror_of
+from search.runs import SearchOptions, run_search
+from search.spec.studyfile import load_study
 from search.storage.opening import open_storage
-from search.studyfile import load_study
+from search.training.session import custom_gradient_count
 from tests.conftest import ROOT, write_study
 
 EXAMPLE = ROOT / "spaces" / "examples" / "kt_hypermodel.py"

@@ -9,9 +9,9 @@ import pytest
 from optuna.trial import TrialState
 
 from search.errors import StudyFileError
-from search.inspect import show_study
-from search.report import write_report
-from search.studyfile import load_study, spec_from_dict
+from search.spec.studyfile import load_study, spec_from_dict
+from search.views.report import write_report
+from search.views.show import show_study
 from tests.conftest import write_study
 from tests.tiny_studies import TINY_PARETO, TINY_SINE, TinyRun, tiny_run
 

@@ -10,7 +10,7 @@ import pytest
 
 from search.cli import main
 from search.errors import StorageError
-from search.report import REPORT_FILE, write_report
+from search.views.report import REPORT_FILE, write_report
 from tests.tiny_studies import TinyRun, tiny_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -8,9 +8,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.runner import SearchOptions, open_study, run_search
+from search.engine.study import open_study
+from search.runs import SearchOptions, run_search
+from search.spec.studyfile import load_study
 from search.storage.opening import open_storage
-from search.studyfile import load_study
 from tests.conftest import TINY_MEMORIZE, write_study
 
 pytestmark = pytest.mark.slow

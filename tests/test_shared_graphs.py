@@ -8,11 +8,11 @@ import pytest
 import scipy.sparse
 
 from search.data import Dataset
-from search.model import build_model
-from search.session import clear_session
-from search.shared_graphs import GraphKey, epoch_rows, shared_graph_plan
-from search.sparse_dense import CSR_FROM_UNITS
-from search.training import PreparedData
+from search.training.model import build_model
+from search.training.prepared import PreparedData
+from search.training.session import clear_session
+from search.training.shared_graphs import GraphKey, epoch_rows, shared_graph_plan
+from search.training.sparse_dense import CSR_FROM_UNITS
 
 PARAMS = {
     "layers": 2,
@@ -174,7 +174,7 @@ def test_dropout_is_seeded_and_changes_training() -> None:
 def test_dropout_keeps_expected_share_of_units() -> None:
     import tensorflow as tf
 
-    from search.shared_graphs import _dropout
+    from search.training.shared_graphs import _dropout
 
     h = tf.ones([200, 50])
     dropped = _dropout(h, tf.constant(0.3), tf.constant([4, 2], tf.int64)).numpy()

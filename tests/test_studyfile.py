@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from search.errors import StudyFileError
-from search.space import Choice, FloatRange, IntRange
-from search.studyfile import known_studies, load_study, spec_from_dict
+from search.spec.space import Choice, FloatRange, IntRange
+from search.spec.studyfile import known_studies, load_study, spec_from_dict
 from tests.conftest import TINY_MEMORIZE, write_study
 
 SHIPPED = known_studies()

@@ -13,15 +13,15 @@ import scipy.sparse
 import tensorflow as tf
 
 from search.data import Dataset
-from search.model import build_model
-from search.session import clear_session, custom_gradient_count, long_lived_objects_frozen
-from search.sparse_dense import (
+from search.training.model import build_model
+from search.training.prepared import PreparedData, steps_per_execution
+from search.training.session import clear_session, custom_gradient_count, long_lived_objects_frozen
+from search.training.sparse_dense import (
     CSR_FROM_UNITS,
     SparseInputDense,
     plain_dense_copy,
     sparse_matmul,
 )
-from search.training import PreparedData, steps_per_execution
 
 PARAMS = {
     "layers": 2,
@@ -234,7 +234,7 @@ def test_what_survives_a_trial_is_frozen_and_freed_at_the_next_full_walk(
 ) -> None:
     import weakref
 
-    from search import session
+    from search.training import session
 
     class Node:
         def __init__(self) -> None:
@@ -284,7 +284,7 @@ def test_freezing_first_frees_the_graphs_of_earlier_models() -> None:
 def test_evaluation_in_parallel_parts_measures_the_whole_split(
     monkeypatch: pytest.MonkeyPatch, use_shared_graphs: bool
 ) -> None:
-    monkeypatch.setattr("search.training._cores", lambda: 3)
+    monkeypatch.setattr("search.training.prepared._cores", lambda: 3)
     dataset = _multi_hot(n=2500, width=50, seed=4)
     data = PreparedData(dataset, use_shared_graphs=use_shared_graphs)
     parts = data.eval_parts("train")

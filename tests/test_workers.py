@@ -1,6 +1,7 @@
 """Many workers, one study: real processes on real SQLite files and the PostgreSQL server.
 
-Throughput and failure tests use ``python -m search.workers_bench`` (the shared worker loop with
+Throughput and failure tests use ``python -m search.testing.null_worker`` (the shared worker loop
+with
 a plain-Python objective); one test runs ``capsearch workers`` on a tiny TensorFlow study.
 Run with ``pytest -s tests/test_workers.py`` to see the kill -9 timeline.
 """
@@ -26,20 +27,20 @@ import pytest
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from search.devices import INTRA_OP_ENV, available_cpus
+from search.distributed.devices import INTRA_OP_ENV, available_cpus
+from search.distributed.liveness import GRACE_ENV, HEARTBEAT_ENV, liveness_settings, requeue_trial
+from search.distributed.trial_attrs import fail_reason
+from search.distributed.worker_storage import open_worker_storage
+from search.engine.trial_loop import LoopResult, run_trials
 from search.errors import FatalError
 from search.storage.opening import open_storage
 from search.storage.studies import delete_study_if_present
 from search.storage.urls import STORAGE_ENV_VAR
-from search.workers.liveness import GRACE_ENV, HEARTBEAT_ENV, liveness_settings, requeue_trial
-from search.workers.trial_attrs import fail_reason
-from search.workers.trial_loop import LoopResult, run_trials
-from search.workers.worker_storage import open_worker_storage
-from search.workers_bench import NullObjective, _create
+from search.testing.null_worker import NullObjective, _create
 from tests.conftest import TINY_MEMORIZE, write_study
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH = [sys.executable, "-m", "search.workers_bench"]
+BENCH = [sys.executable, "-m", "search.testing.null_worker"]
 CLI = [sys.executable, "-m", "search"]
 PG_SECRET_URL = "postgresql://postgres:s3cret-pw@127.0.0.1:5432/test"  # trust auth ignores it
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

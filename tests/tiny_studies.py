@@ -88,9 +88,9 @@ def tiny_run(name: str, factory: pytest.TempPathFactory) -> TinyRun:
     """Run (once per session) the tiny study ``name`` of :data:`STUDIES`."""
     if name in _RUNS:
         return _RUNS[name]
-    from search.artifacts import ARTIFACTS_ENV
-    from search.runner import SearchOptions, run_search
-    from search.studyfile import load_study
+    from search.runs import SearchOptions, run_search
+    from search.spec.studyfile import load_study
+    from search.views.trial_plots import ARTIFACTS_ENV
 
     os.environ.pop(ARTIFACTS_ENV, None)  # artifacts beside the SQLite file
     folder = factory.mktemp(name)

@@ -19,18 +19,21 @@ from typing import Any
 from search.data import files, imdb, pima, synthetic
 from search.data._dataset import DataContext, Dataset, DataSource, Features, Option, Task
 from search.data._options import REQUIRED, OptionError, validate_options
+from search.data.context import DataOptions, data_context
 from search.data.imdb import imdb_cache_path
 
 __all__ = [
     "DATA_SOURCES",
     "REQUIRED",
     "DataContext",
+    "DataOptions",
     "DataSource",
     "Dataset",
     "Features",
     "Option",
     "OptionError",
     "Task",
+    "data_context",
     "imdb_cache_path",
     "load_dataset",
     "validate_data_options",

@@ -13,11 +13,18 @@ from dataclasses import dataclass
 import optuna
 import sqlalchemy.exc
 
-from search.errors import StorageError
+from search.errors import StorageError, StudyNotFoundError
 from search.storage.opening import _fail, _reason, open_storage
-from search.storage.urls import mask_text, mask_url
+from search.storage.urls import mask_text, mask_url, resolve_storage_url
 
-__all__ = ["StudySummaryRow", "copy_study", "delete_study_if_present", "list_studies"]
+__all__ = [
+    "StoredStudy",
+    "StudySummaryRow",
+    "copy_study",
+    "delete_study_if_present",
+    "list_studies",
+    "load_stored_study",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -46,6 +53,41 @@ class StudySummaryRow:
     n_running: int
     best_value: float | None
     directions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StoredStudy:
+    """A study loaded from a storage, with the URL it came from (to name it in messages)."""
+
+    study: optuna.Study
+    url: str
+
+
+def load_stored_study(name: str, storage: str | None) -> StoredStudy:
+    """Load a stored study: the one way every command reads a study it did not create.
+
+    Args:
+        name: Study name.
+        storage: Storage URL (``None``: ``$CAPSEARCH_STORAGE``, else the default file).
+
+    Raises:
+        StudyNotFoundError: No study ``name`` there (the message lists the stored ones).
+        StorageError: The storage cannot be opened (a missing SQLite file included).
+
+    Example:
+        >>> load_stored_study("imdb_generalize", None).study.study_name  # doctest: +SKIP
+        'imdb_generalize'
+    """
+    url = resolve_storage_url(storage)
+    rdb = open_storage(url, create=False)
+    try:
+        return StoredStudy(optuna.load_study(study_name=name, storage=rdb), url)
+    except KeyError:
+        stored = ", ".join(s.study_name for s in optuna.get_all_study_summaries(rdb)) or "(none)"
+        raise StudyNotFoundError(
+            f"no study {name!r} in {mask_url(url)}; stored studies: {stored}. "
+            f"Run it first (capsearch run {name}) or pass the --storage that holds it."
+        ) from None
 
 
 def list_studies(url: str) -> list[StudySummaryRow]:

@@ -1,0 +1,139 @@
+"""The storage a worker opens: heartbeats on, lock conflicts retried, cheaper commits.
+
+:func:`open_worker_storage` wraps every storage call Optuna makes in
+:func:`search.storage.retry.with_retry`, so SQLite files shared by several processes on one
+host do not fail with ``database is locked``. SQLite commits skip the fsync (WAL with
+``synchronous=NORMAL``: crash-safe, about 10x cheaper per trial) and PostgreSQL sessions do not
+wait for the WAL flush (``synchronous_commit=off``; ``CAPSEARCH_PG_SYNCHRONOUS_COMMIT=on``
+keeps the server's default).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import sqlalchemy
+
+from search.distributed.liveness import Liveness
+from search.storage.opening import open_storage
+from search.storage.retry import _is_transient, with_retry
+
+__all__ = ["RetryStats", "open_worker_storage"]
+
+# Every RDBStorage method below is one database transaction: a lock conflict rolls it back
+# whole, so calling it again is safe (trial creation included).
+_RETRIED_METHODS = (
+    "create_new_trial",
+    "set_trial_param",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "record_heartbeat",
+    "get_trial",
+    "get_all_trials",
+    "_get_trials",
+    "_get_stale_trial_ids",
+    "get_n_trials",
+    "get_study_id_from_name",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+)
+
+
+@dataclass
+class RetryStats:
+    """Lock conflicts a storage met and retried (SQLite ``database is locked`` and the like)."""
+
+    conflicts: int = 0
+
+
+def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStorage:
+    """Open ``url`` with heartbeats and retry its calls on lock conflicts.
+
+    Every write and read Optuna makes through the returned storage (ask, tell, attributes,
+    intermediate values, heartbeats) goes through :func:`search.storage.with_retry`; the
+    number of conflicts met is in ``storage.capsearch_retries.conflicts``.
+
+    Example:
+        >>> storage = open_worker_storage("sqlite:///storage/studies.db", liveness_settings())
+    """
+    storage = open_storage(
+        url,
+        heartbeat_interval=liveness.heartbeat_interval,
+        grace_period=liveness.grace_period,
+        failed_trial_max_retry=liveness.max_retry,
+    )
+    stats = RetryStats()
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def retried(*args: Any, **kwargs: Any) -> Any:
+            def attempt() -> Any:
+                try:
+                    return method(*args, **kwargs)
+                except Exception as exc:
+                    if _is_transient(exc):
+                        stats.conflicts += 1
+                    raise
+
+            return with_retry(attempt, attempts=10)
+
+        return retried
+
+    for name in _RETRIED_METHODS:
+        setattr(storage, name, wrap(getattr(storage, name)))
+    storage.capsearch_retries = stats  # type: ignore[attr-defined]
+    database = storage.engine.url.database
+    if storage.engine.dialect.name == "sqlite" and database and database != ":memory:":
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
+        storage.engine.dispose()  # connections opened so far get it too
+    elif storage.engine.dialect.name == "postgresql" and _pg_async_commit_wanted():
+        sqlalchemy.event.listen(storage.engine, "connect", _postgresql_asynchronous_commit)
+        storage.engine.dispose()
+    return storage
+
+
+def _pg_async_commit_wanted() -> bool:
+    """``CAPSEARCH_PG_SYNCHRONOUS_COMMIT=on`` keeps PostgreSQL's default (wait for the disk)."""
+    return os.environ.get("CAPSEARCH_PG_SYNCHRONOUS_COMMIT", "off").strip().lower() != "on"
+
+
+def _sqlite_synchronous_normal(dbapi_connection: Any, record: Any) -> None:
+    """WAL with ``synchronous=NORMAL``: a commit no longer waits for the disk (fsync).
+
+    Safe against corruption and against any process crash (``kill -9`` included); only a power
+    loss or OS crash may undo the last commits, whose trials are then run again. Per trial
+    this saves about ten fsyncs (2.5 ms each on this project's CI disk).
+    """
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _postgresql_asynchronous_commit(dbapi_connection: Any, record: Any) -> None:
+    """``synchronous_commit=off`` for this worker's sessions: a commit no longer waits for the
+    server's WAL flush.
+
+    The PostgreSQL counterpart of :func:`_sqlite_synchronous_normal`: never corrupts, survives
+    any worker or client crash; only a crash of the database server may undo the commits of
+    its last ~0.6 s (3 x ``wal_writer_delay``), whose trials are then failed by the heartbeat
+    check and run again. The study lock's critical section ends with a commit, so this cuts
+    the time each trial holds it.
+    """
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+    dbapi_connection.commit()
+
+
+def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The RDBStorage under a study (Optuna wraps it in a cache), or None for other storages."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    return backend if isinstance(backend, optuna.storages.RDBStorage) else None

@@ -1,0 +1,254 @@
+"""The objectives: one trial samples parameters, trains, reports every epoch, records the result.
+
+:class:`Objective` trains the study file's space; :class:`HypermodelObjective` trains a
+``[hypermodel]`` through the KerasTuner bridge (:mod:`search.kerastuner`); :func:`make_objective`
+picks the one a study needs.
+
+The value a trial returns is the best epoch's loss on the objective's split (validation loss for
+``generalize``, whole-training-set loss in inference mode for ``memorize``), as a run with
+``EarlyStopping(restore_best_weights=True)`` would keep. Every epoch is reported to Optuna so the
+pruner can stop poor trials; baselines are never pruned, so they always run their full curve.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+import optuna
+from optuna_integration import KerasPruningCallback
+
+from search.kerastuner import OptunaHyperParameters, load_hypermodel, probe_space, train_hypermodel
+from search.kerastuner.training import RecordHpValues
+from search.training.prepared import History, PreparedData
+from search.training.run import (
+    TrainingRun,
+    finite_or_inf,
+    measures_train_exactly,
+    summarize_history,
+    train_params,
+)
+from search.training.session import clear_session
+
+if TYPE_CHECKING:
+    import keras_tuner
+
+    from search.spec.studyfile import StudySpec
+
+
+MAX_PLOTTED_POINTS = 1000
+
+
+class Objective:
+    """The Optuna objective of a study: ``study.optimize(Objective(spec, data))``.
+
+    Args:
+        spec: The validated study file.
+        data: The study's data, prepared once for every trial of this worker.
+    """
+
+    def __init__(self, spec: StudySpec, data: PreparedData) -> None:
+        self.spec = spec
+        self.data = data
+        self.monitor = spec.monitor
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample every hyperparameter of the space (fixed ones are filled in)."""
+        return {name: param.suggest(trial, name) for name, param in self.spec.space.items()}
+
+    def train(
+        self,
+        trial: optuna.Trial,
+        *,
+        seed: int,
+        callbacks: list[keras.callbacks.Callback],
+        history: History,
+    ) -> TrainingRun:
+        """Sample the trial's parameters and train them (a subclass trains another family)."""
+        params = self.suggest(trial)
+        return train_params(
+            self.spec, self.data, params, seed=seed, callbacks=callbacks, history=history
+        )
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        # Free the previous trial's graphs and weights so memory stays flat over many trials
+        # (clear_session runs the garbage collector itself; a second pass costs ~0.1 s). First,
+        # before this trial creates anything: in a worker, what survives it is frozen.
+        clear_session()
+        seed = self.spec.training.seed + trial.number
+        is_baseline = "baseline" in trial.user_attrs
+        exact = measures_train_exactly(self.spec, self.data.dataset)
+        trial.set_user_attr("train_loss_kind", "inference" if exact else "running")
+        history = History()
+        callbacks = self._callbacks(trial, prune=not is_baseline)
+        try:
+            run = self.train(trial, seed=seed, callbacks=callbacks, history=history)
+        except optuna.TrialPruned:
+            for key, value in summarize_history(history, self.spec.objective).items():
+                trial.set_user_attr(key, value)
+            trial.set_user_attr("seed", seed)
+            raise
+        for key, value in run.attributes(self.spec.objective).items():
+            trial.set_user_attr(key, value)
+        self._record_reference(trial, run)
+        self._record_predictions(trial, run)
+        value = min(finite_or_inf(getattr(r, self.monitor)) for r in run.history.records)
+        param_count = float(run.param_count)
+        del run
+        if not math.isfinite(value):
+            raise optuna.TrialPruned(f"{self.monitor} was never finite")
+        if self.spec.multi_objective:  # [multi_objective] param_count = true: (loss, size)
+            return value, param_count
+        return value
+
+    def _callbacks(self, trial: optuna.Trial, *, prune: bool) -> list[keras.callbacks.Callback]:
+        callbacks: list[keras.callbacks.Callback] = [
+            _NonFiniteGuard(self.monitor, trial),
+            _RecordSize(trial),
+        ]
+        if self.spec.training.patience:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=self.monitor, patience=self.spec.training.patience, mode="min"
+                )
+            )
+        if self.spec.multi_objective:
+            return callbacks  # Optuna has no report() or pruning for multi-objective studies
+        if prune:
+            callbacks.append(KerasPruningCallback(trial, self.monitor))
+        else:
+            callbacks.append(_Reporter(trial, self.monitor))
+        return callbacks
+
+    def _record_predictions(self, trial: optuna.Trial, run: TrainingRun) -> None:
+        """For one-input regression, keep the fit itself (seed 000's figures): ``predictions``.
+
+        Holds the inputs as the model saw them, the targets and the model's predictions (at most
+        :data:`MAX_PLOTTED_POINTS` evenly spaced rows per split), for plots and the dashboard.
+        """
+        dataset = self.data.dataset
+        if dataset.task != "regression" or dataset.n_features != 1 or dataset.is_sparse:
+            return
+        out: dict[str, list[float]] = {}
+        for split in ("train", "val"):
+            x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+            if x is None or y is None or len(x) == 0:
+                continue
+            rows = np.unique(
+                np.linspace(0, len(x) - 1, min(len(x), MAX_PLOTTED_POINTS)).astype(int)
+            )
+            pred = run.model.predict(x[rows], verbose=0, batch_size=4096)
+            out[f"x_{split}"] = [float(v) for v in np.ravel(x[rows])]
+            out[f"y_{split}"] = [float(v) for v in np.ravel(y[rows])]
+            out[f"pred_{split}"] = [float(v) for v in np.ravel(pred)]
+        trial.set_user_attr("predictions", out)
+
+    def _record_reference(self, trial: optuna.Trial, run: TrainingRun) -> None:
+        """For linear models with a known least-squares answer, record the coefficient error."""
+        reference = self.data.dataset.reference
+        if "lstsq_coefficients" not in reference or run.params.get("layers") != 0:
+            return
+        kernel, bias = run.model.get_layer("output").get_weights()
+        learned = np.concatenate([kernel.ravel(), bias.ravel()])
+        target = np.array([*reference["lstsq_coefficients"], reference["lstsq_intercept"]])
+        trial.set_user_attr("coefficients", [float(v) for v in learned])
+        trial.set_user_attr("coefficient_error", float(np.max(np.abs(learned - target))))
+
+
+class _NonFiniteGuard(keras.callbacks.Callback):
+    """Prunes a trial whose loss became NaN or infinite, storing the reason on it."""
+
+    def __init__(self, monitor: str, trial: optuna.Trial) -> None:
+        super().__init__()
+        self._monitor = monitor
+        self._trial = trial
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self._monitor)
+        if value is None or not math.isfinite(value):
+            reason = f"{self._monitor} became {value} at epoch {epoch + 1}"
+            self._trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+
+
+class _RecordSize(keras.callbacks.Callback):
+    """Records ``param_count`` when training starts, so pruned trials have it too."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        super().__init__()
+        self._trial = trial
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._trial.set_user_attr("param_count", int(self.model.count_params()))
+
+
+class _Reporter(keras.callbacks.Callback):
+    """Reports each epoch to Optuna without ever pruning (for baselines)."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+        super().__init__()
+        self._trial = trial
+        self._monitor = monitor
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._trial.report(float((logs or {})[self._monitor]), step=epoch)
+
+
+class HypermodelObjective(Objective):
+    """The Optuna objective of a ``[hypermodel]`` study; the flow is :class:`Objective`'s.
+
+    The hypermodel is imported and probed at construction, so a bad one fails before the study
+    is created. Trials record the same attributes as built-in ones, plus ``hp_values`` (the
+    values the model was built with) and ``keras_val_curve``.
+
+    Example:
+        >>> study.optimize(HypermodelObjective(spec, data), n_trials=10)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self, spec: StudySpec, data: PreparedData, hypermodel: keras_tuner.HyperModel | None = None
+    ) -> None:
+        super().__init__(spec, data)
+        label = str(spec.hypermodel.path or spec.hypermodel.module) if spec.hypermodel else ""
+        self.hypermodel = hypermodel or load_hypermodel(spec)
+        self.mirrors = probe_space(self.hypermodel, data, label or "hypermodel")
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        raise NotImplementedError("hypermodel trials sample while the hypermodel builds")
+
+    def train(
+        self,
+        trial: optuna.Trial,
+        *,
+        seed: int,
+        callbacks: list[keras.callbacks.Callback],
+        history: History,
+    ) -> TrainingRun:
+        hp = OptunaHyperParameters(trial)
+        keras_val: list[float | None] = []
+        run = train_hypermodel(
+            self.spec,
+            self.data,
+            self.hypermodel,
+            hp,
+            seed=seed,
+            callbacks=[RecordHpValues(trial, hp), *callbacks],
+            history=history,
+            keras_val_curve=keras_val,
+        )
+        trial.set_user_attr("hp_values", run.params)
+        trial.set_user_attr("keras_val_curve", keras_val)
+        return run
+
+
+def make_objective(spec: StudySpec, data: PreparedData) -> Objective:
+    """The study's objective: the file's space, or the study's KerasTuner hypermodel.
+
+    Raises:
+        HypermodelError: The hypermodel cannot be imported, built or mirrored on Optuna.
+    """
+    if spec.hypermodel is not None:
+        return HypermodelObjective(spec, data)
+    return Objective(spec, data)

@@ -1,0 +1,442 @@
+"""The trial loop every search process runs: one trial budget for the whole study.
+
+Every process that runs trials (``capsearch run``, ``worker``, the children of ``workers``, and
+the plain-Python benchmark in :mod:`search.testing.null_worker`) goes through :func:`run_trials`, an
+ask-and-tell loop. ``target`` is the number of finished (COMPLETE or PRUNED) trials the study
+should have, however many workers run and whenever they join: a trial is started only under the
+study lock and only while ``finished + running < target``. An exception in a trial fails that
+trial with its reason stored and the worker goes on; after ``max_failures`` failures in a row
+it stops. A non-finite objective value prunes the trial with ``pruned_reason``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gc
+import logging
+import math
+import os
+import socket
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.trial import FrozenTrial, TrialState
+
+from search.console import Echo
+from search.distributed.liveness import (
+    Liveness,
+    _fail_stale_trials,
+    _Heartbeat,
+    liveness_settings,
+    requeue_trial,
+)
+from search.distributed.stop_signals import StopSignals
+from search.distributed.study_lock import _no_lock, study_lock
+from search.distributed.trial_attrs import WORKER_ATTR, _set_attrs, _stored_reason, fail_reason
+from search.distributed.worker_storage import _rdb
+from search.engine.study import FINISHED
+from search.errors import TrialsKeepFailing, WorkerStopped
+from search.storage.retry import with_retry
+from search.storage.urls import mask_text
+
+__all__ = [
+    "DEFAULT_MAX_FAILURES",
+    "LoopResult",
+    "TrialsKeepFailing",
+    "default_worker_id",
+    "run_trials",
+    "seed_offset_for",
+]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_FAILURES = 10
+"""Failed trials in a row after which a worker stops (the study cannot make progress)."""
+
+Callback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@dataclass
+class LoopResult:
+    """What one worker's loop did and why it stopped.
+
+    Attributes:
+        reason: ``budget`` (target reached), ``timeout``, ``signal`` (SIGINT/SIGTERM),
+            ``stopped`` (``study.stop()`` in a callback) or ``failures`` (too many in a row).
+        signal_name: The signal that stopped the worker, if any.
+        started: Trials this worker started (re-queued ones included).
+        finished: Of those, COMPLETE or PRUNED.
+        failed: Of those, FAIL (exception, stop signal, or failed meanwhile as dead).
+        requeued: Trials this worker re-queued (its own on a stop, dead workers' ones).
+        stale: Trials of dead workers this worker marked FAIL.
+        objective_seconds: Time spent inside the objective.
+        loop_seconds: Time of the whole loop.
+        lock_conflicts: Storage lock conflicts met and retried.
+    """
+
+    reason: str = ""
+    signal_name: str | None = None
+    started: int = 0
+    finished: int = 0
+    failed: int = 0
+    requeued: int = 0
+    stale: int = 0
+    objective_seconds: float = 0.0
+    loop_seconds: float = 0.0
+    lock_conflicts: int = 0
+
+    def describe(self) -> str:
+        """``budget reached; this worker: 12 started, 11 finished, 1 failed``."""
+        why = {
+            "budget": "budget reached",
+            "timeout": "time budget used",
+            "signal": f"stopped by {self.signal_name}",
+            "stopped": "stopped by a callback",
+            "failures": "too many failed trials in a row",
+        }.get(self.reason, self.reason)
+        return (
+            f"{why}; this worker: {self.started} started, {self.finished} finished, "
+            f"{self.failed} failed"
+        )
+
+
+def seed_offset_for(worker_id: str) -> int:
+    """A sampler seed offset derived from the worker id: different workers, different seeds.
+
+    Example:
+        >>> seed_offset_for("w0") != seed_offset_for("w1")
+        True
+    """
+    return zlib.crc32(worker_id.encode()) % 1_000_003
+
+
+def default_worker_id() -> str:
+    """``<host>-<pid>``: unique across the hosts of one study."""
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+def run_trials(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Any],
+    *,
+    target: int,
+    timeout: float | None = None,
+    worker: str = "",
+    echo: Echo = print,
+    callbacks: Sequence[Callback] = (),
+    liveness: Liveness | None = None,
+    max_failures: int = DEFAULT_MAX_FAILURES,
+    poll_interval: float = 1.0,
+    gc_after_trial: bool = True,
+    signals: StopSignals | None = None,
+    reserve_under_lock: bool = True,
+) -> LoopResult:
+    """Run trials of ``study`` until it has ``target`` finished trials (shared by all workers).
+
+    The loop, per trial: take :func:`study_lock`; mark FAIL and re-queue the RUNNING trials
+    whose worker died; count the study's finished (COMPLETE, PRUNED) and RUNNING trials; stop
+    if ``finished >= target``; ask for a trial only if ``finished + running < target`` (else
+    release the lock and wait ``poll_interval`` for running trials to end); record its first
+    heartbeat; release the lock; run the objective with heartbeats; tell the result.
+
+    Guarantee: if every process that starts trials of the study does so through this function
+    (any capsearch command), ``finished + running <= target`` holds at every moment, because
+    checking and starting happen in one critical section and finishing turns a RUNNING trial
+    into at most one finished one. Hence the study never gets more than ``target`` finished
+    trials, no trial is started beyond the budget, and nothing has to be thrown away. A trial
+    that FAILs (exception, dead worker, stop signal) gives its slot back, so the workers go on
+    until exactly ``target`` trials are finished, unless they all stop first (time budget,
+    signal, ``max_failures`` failures in a row). A worker whose slot is the last one waits for
+    the running trials instead of leaving: a dead worker's trial is then re-run by a live one.
+
+    Not guaranteed: trials started outside capsearch (e.g. a plain ``study.optimize`` on the
+    same study) bypass the lock and may overshoot; a trial marked FAIL as dead while its
+    worker was in fact alive but silent for longer than the grace period loses its result
+    (the late ``tell`` is refused, it is never counted twice).
+
+    Args:
+        study: The study, on storage from :func:`open_worker_storage` (any storage works; only
+            RDB storages have heartbeats and cross-process locks).
+        objective: Takes an :class:`optuna.Trial`, returns the value (or a tuple of values for
+            a multi-objective study); may raise :class:`optuna.TrialPruned`. A value that is
+            not finite prunes the trial (``pruned_reason``), one that is not a number fails it.
+        target: Finished trials the study should have in all.
+        timeout: Stop starting trials after this many seconds.
+        worker: Worker id, prefixed to every line echoed and stored on each trial.
+        echo: Where lines go.
+        callbacks: ``callback(study, frozen_trial)`` after each trial, as in ``optimize``; one
+            may call ``study.stop()``.
+        liveness: Heartbeat settings; default :func:`liveness_settings`.
+        max_failures: Stop after this many failed trials in a row.
+        poll_interval: Seconds between budget checks while waiting for others' trials.
+        gc_after_trial: Run the garbage collector after each trial.
+        signals: Stop signals to honour (installed here when not yet installed).
+        reserve_under_lock: False only to measure the race this lock prevents.
+
+    Returns:
+        What the loop did; ``reason`` says why it stopped.
+
+    Example:
+        >>> result = run_trials(study, objective, target=100, worker="w1")
+        >>> result.describe()
+        'budget reached; this worker: 26 started, 26 finished, 0 failed'
+    """
+    liveness = liveness or liveness_settings()
+    signals = signals or StopSignals()
+    prefix = f"[{worker}] " if worker else ""
+    rdb = _rdb(study)
+    stats = getattr(rdb, "capsearch_retries", None)
+    conflicts_before = stats.conflicts if stats else 0
+    result = LoopResult()
+    start = time.monotonic()
+    failures_in_row = 0
+    waiting_since: float | None = None
+    next_stale_check = 0.0
+    # ``study.stop()`` in callbacks needs the optimize-loop flag; ask() warns without it.
+    study._stop_flag = False
+    study._thread_local.in_optimize_loop = True
+    try:
+        with signals.installed():
+            while True:
+                if signals.signal_name is not None:
+                    result.reason, result.signal_name = "signal", signals.signal_name
+                    break
+                if study._stop_flag:
+                    result.reason = "stopped"
+                    break
+                if timeout is not None and time.monotonic() - start >= timeout:
+                    result.reason = "timeout"
+                    break
+                lock = study_lock(rdb, study.study_name) if reserve_under_lock else _no_lock()
+                with lock as connection:
+                    if time.monotonic() >= next_stale_check:
+                        _fail_stale_trials(study, rdb, liveness, prefix, echo, result)
+                        next_stale_check = time.monotonic() + liveness.heartbeat_interval
+                    finished, running, waiting = _count(study, rdb, connection)
+                    if finished >= target:
+                        result.reason = "budget"
+                        break
+                    trial_id = None
+                    if finished + running < target:
+                        trial_id = _reserve(study, waiting, worker)
+                if trial_id is None:
+                    if waiting_since is None:
+                        waiting_since = time.monotonic()
+                        echo(
+                            f"{prefix}budget taken: {finished} finished + {running} running of "
+                            f"{target}; waiting for running trials to end"
+                        )
+                    signals.event.wait(poll_interval)
+                    continue
+                trial = _open_trial(study, trial_id, rdb)
+                waiting_since = None
+                frozen = _run_one(
+                    study, trial, objective, rdb, liveness, signals, worker, echo, result
+                )
+                if gc_after_trial:
+                    gc.collect()
+                if frozen is None:  # stopped by a signal: the trial was failed and re-queued
+                    continue
+                if frozen.state in FINISHED:
+                    failures_in_row = 0
+                elif frozen.state == TrialState.FAIL:
+                    failures_in_row += 1
+                for callback in callbacks:
+                    callback(study, frozen)
+                if failures_in_row >= max_failures:
+                    result.reason = "failures"
+                    echo(
+                        f"{prefix}stopping: {failures_in_row} trials in a row failed "
+                        f"(last: {_stored_reason(frozen)})"
+                    )
+                    break
+    finally:
+        study._thread_local.in_optimize_loop = False
+        if rdb is not None:
+            rdb.remove_session()
+        result.loop_seconds = time.monotonic() - start
+        result.lock_conflicts = (stats.conflicts if stats else 0) - conflicts_before
+    return result
+
+
+def _count(
+    study: optuna.Study,
+    rdb: optuna.storages.RDBStorage | None,
+    connection: sqlalchemy.Connection | None = None,
+) -> tuple[int, int, int]:
+    """The study's finished, RUNNING and WAITING trials, counted in the database.
+
+    One ``GROUP BY`` query on Optuna's ``trials`` table instead of loading every trial; on
+    ``connection`` (the lock's) when given.
+    """
+    if rdb is None:
+        states = Counter(t.state for t in study.get_trials(deepcopy=False))
+    else:
+        from optuna.storages._rdb import models  # Optuna's schema
+
+        column = models.TrialModel.state
+        query = (
+            sqlalchemy.select(column, sqlalchemy.func.count())
+            .where(models.TrialModel.study_id == study._study_id)
+            .group_by(column)
+        )
+
+        def read() -> Counter[TrialState]:
+            if connection is not None:
+                return Counter(dict(connection.execute(query).all()))
+            with rdb.engine.connect() as own:
+                return Counter(dict(own.execute(query).all()))
+
+        states = with_retry(read)
+    finished = sum(states[s] for s in FINISHED)
+    return finished, states[TrialState.RUNNING], states[TrialState.WAITING]
+
+
+def _reserve(study: optuna.Study, waiting: int, worker: str) -> int:
+    """Take the next trial: a WAITING one (re-queued or enqueued) if any, else a new one.
+
+    This is the part of ``study.ask()`` that changes the database: when it returns, the
+    trial is RUNNING, counts against the budget and carries the worker's id. Building the
+    :class:`optuna.Trial` (reads and sampler set-up) is left to :func:`_open_trial`, outside
+    the lock.
+    """
+    study._thread_local.cached_all_trials = None
+    if waiting:
+        trial_id = study._pop_waiting_trial_id()
+        if trial_id is not None:
+            if worker:
+                study._storage.set_trial_user_attr(trial_id, WORKER_ATTR, worker)
+            return trial_id
+    # A template writes the worker's id with the new trial, in the same transaction.
+    template = _running_trial_template({WORKER_ATTR: worker}) if worker else None
+    return study._storage.create_new_trial(study._study_id, template_trial=template)
+
+
+def _running_trial_template(user_attrs: dict[str, Any]) -> FrozenTrial:
+    """A new RUNNING trial started now, with ``user_attrs``: for ``create_new_trial``."""
+    return FrozenTrial(
+        number=-1,  # numbered by the storage
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=datetime.datetime.now(),
+        datetime_complete=None,
+        params={},
+        distributions={},
+        user_attrs=user_attrs,
+        system_attrs={},
+        intermediate_values={},
+        trial_id=-1,
+    )
+
+
+def _open_trial(
+    study: optuna.Study, trial_id: int, rdb: optuna.storages.RDBStorage | None
+) -> optuna.Trial:
+    """The :class:`optuna.Trial` of a reserved trial, its first heartbeat recorded."""
+    try:
+        if rdb is not None:
+            rdb.record_heartbeat(trial_id)
+        return optuna.Trial(study, trial_id)
+    except Exception:
+        with contextlib.suppress(Exception):  # do not leave it RUNNING
+            study._storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        raise
+
+
+def _run_one(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    objective: Callable[[optuna.Trial], Any],
+    rdb: optuna.storages.RDBStorage | None,
+    liveness: Liveness,
+    signals: StopSignals,
+    worker: str,
+    echo: Echo,
+    result: LoopResult,
+) -> FrozenTrial | None:
+    """Run one asked trial and tell its outcome; None when a stop signal interrupted it."""
+    result.started += 1
+    state: TrialState | None = None
+    value: Any = None
+    reason: str | None = None
+    stopped: str | None = None
+    timer = time.perf_counter()
+    with _Heartbeat(rdb, trial._trial_id, liveness.heartbeat_interval):
+        try:
+            with signals.trial_running():
+                value = objective(trial)
+        except WorkerStopped as exc:
+            stopped = exc.signal_name
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except Exception as exc:
+            state, reason = TrialState.FAIL, fail_reason(exc)
+    result.objective_seconds += time.perf_counter() - timer
+    if stopped is not None:
+        _stop_trial(study, trial, stopped, liveness, worker, echo, result)
+        return None
+    values: list[float] | None = None
+    if state is None:
+        values = _as_values(value)
+        if values is None:
+            state, reason = TrialState.FAIL, f"objective returned {value!r}, not a number"
+        elif all(math.isfinite(v) for v in values):
+            state = TrialState.COMPLETE
+        else:  # a diverged model, like a NaN loss in training: pruned, with the reason
+            state, values = TrialState.PRUNED, None
+            _set_attrs(trial, {"pruned_reason": f"objective value was {value}"})
+    if reason is not None:
+        reason = mask_text(reason, rdb.url) if rdb is not None else reason
+        _set_attrs(trial, {"fail_reason": reason}, system=True)
+    frozen = study.tell(trial, values, state=state, skip_if_finished=True)
+    if frozen.state != state:  # another worker declared it dead meanwhile
+        prefix = f"[{worker}] " if worker else ""
+        _logger.warning(
+            "%strial %d was marked %s meanwhile (missed heartbeats?); its result is dropped",
+            prefix,
+            frozen.number,
+            frozen.state.name,
+        )
+    if frozen.state in FINISHED:
+        result.finished += 1
+    else:
+        result.failed += 1
+    return frozen
+
+
+def _as_values(value: Any) -> list[float] | None:
+    """The objective's value(s) as floats (one per objective), or None if not numbers."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        return [float(v) for v in items]
+    except (TypeError, ValueError):
+        return None
+
+
+def _stop_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    signal_name: str,
+    liveness: Liveness,
+    worker: str,
+    echo: Echo,
+    result: LoopResult,
+) -> None:
+    """Fail the trial a stop signal interrupted, with its reason, and re-queue its parameters."""
+    reason = f"worker stopped by {signal_name}"
+    _set_attrs(trial, {"fail_reason": reason}, system=True)
+    frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    result.failed += 1
+    prefix = f"[{worker}] " if worker else ""
+    retry = requeue_trial(study, frozen, liveness.max_retry)
+    if retry is not None:
+        result.requeued += 1
+    note = f"re-queued (retry {retry}/{liveness.max_retry})" if retry else "retries used up"
+    echo(f"{prefix}trial {frozen.number} FAIL: {reason}; {note}")

@@ -1,0 +1,171 @@
+"""The study note optuna-dashboard shows: what the study is, and (after a run) how it went.
+
+Written when the study is created (description, data, objective, space, baselines) and rewritten
+at the end of each run with the best trial against the baselines, the Pareto front of a
+multi-objective study and the test result. The note is Markdown, stored by
+:func:`optuna_dashboard.save_note` in the study's system attributes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.spec.studyfile import StudySpec
+
+RESULTS_HEADING = "## Results"
+
+
+def describe_objective(spec: StudySpec) -> str:
+    """One sentence on what the study minimizes.
+
+    Example:
+        >>> describe_objective(load_study("imdb_generalize"))  # doctest: +SKIP
+        'generalize: minimize the best-epoch validation loss ...'
+    """
+    if spec.objective == "generalize":
+        text = "generalize: minimize the best-epoch validation loss (data loss, no L2 penalty)"
+    else:
+        text = (
+            "memorize: minimize the best-epoch training loss, measured on the whole training "
+            "set in inference mode"
+        )
+    if spec.multi_objective:
+        text += "; and, as a second objective, the parameter count (Pareto front, no pruning)"
+    return text + "."
+
+
+def study_note(spec: StudySpec) -> str:
+    """The Markdown description of a study file.
+
+    Example:
+        >>> print(study_note(load_study("overfit30_memorize")))  # doctest: +SKIP
+        # overfit30_memorize
+        ...
+    """
+    lines = [f"# {spec.name}", "", spec.description.strip() or "(no description)", ""]
+    lines += [f"**Objective** — {describe_objective(spec)}", ""]
+    data = ", ".join(f"{k} = {_value(v)}" for k, v in spec.data.options.items())
+    lines += [f"**Data** — `{spec.data.source}`" + (f" ({data})" if data else ""), ""]
+    training = ", ".join(f"{k} = {v}" for k, v in vars(spec.training).items() if v is not None)
+    lines += [
+        f"**Training** — {training}; **sampler** {spec.sampler.name} (seed {spec.sampler.seed}); "
+        f"**pruner** {'none (multi-objective)' if spec.multi_objective else spec.pruner.name}; "
+        f"**trials** {spec.trials}",
+        "",
+    ]
+    if spec.space:
+        lines += ["**Space**", "", "| parameter | values |", "| --- | --- |"]
+        lines += [f"| {k} | {describe_param(p.to_dict())} |" for k, p in spec.space.items()]
+        lines.append("")
+    if spec.baselines:
+        keys = list(spec.space) or sorted({k for b in spec.baselines for k in b.params})
+        lines += ["**Baselines** (enqueued first, never pruned)", ""]
+        lines += ["| name | " + " | ".join(keys) + " |", "|" + " --- |" * (len(keys) + 1)]
+        for b in spec.baselines:
+            cells = " | ".join(_value(b.params.get(k, "")) for k in keys)
+            lines.append(f"| {b.name} | {cells} |")
+        lines.append("")
+    lines.append(f"Study file: `{spec.path}`")
+    return "\n".join(lines) + "\n"
+
+
+def results_section(study: optuna.Study) -> str:
+    """Markdown: best versus baselines, the Pareto front and the test result of a study."""
+    from optuna.trial import TrialState
+
+    from search.engine.study import best_trial
+    from search.views.summary import comparison_table, pareto_lines
+
+    counts = {s: 0 for s in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state] += 1
+    lines = [
+        RESULTS_HEADING,
+        "",
+        f"{counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+        f"{counts[TrialState.FAIL]} failed trials.",
+        "",
+    ]
+    best = best_trial(study)
+    if best is None:
+        return "\n".join([*lines, "No completed trial yet.", ""])
+    table = comparison_table(study)
+    if table:
+        lines += ["Best trial versus the baselines (value = best-epoch loss):", "", "```"]
+        lines += [*table, "```", ""]
+    front = pareto_lines(study)
+    if front:
+        lines += ["```", *front, "```", ""]
+    test = study.user_attrs.get("test_evaluation")
+    if test and test.get("trial") == best.number:
+        accuracy = test.get("test_accuracy")
+        acc = f", accuracy {accuracy:.4f}" if accuracy is not None else ""
+        lines.append(
+            f"**Test** ({test['n_test']} held-out rows, trial {test['trial']} re-trained for "
+            f"{test['epochs']} epochs): loss {test['test_loss']:.4g}{acc}"
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_study_note(study: optuna.Study, spec: StudySpec, *, results: bool = False) -> str:
+    """Save the study note (with the results section when ``results``) and return it.
+
+    Example:
+        >>> write_study_note(study, spec, results=True)  # doctest: +SKIP
+    """
+    from optuna_dashboard import save_note
+
+    body = study_note(spec)
+    if results:
+        body += "\n" + results_section(study)
+    save_note(study, body)
+    return body
+
+
+def read_study_note(study: optuna.Study) -> str:
+    """The study's note ('' when none was written)."""
+    from optuna_dashboard import get_note
+
+    return str(get_note(study))
+
+
+def describe_param(config: Any) -> str:
+    """A search-space entry as a person reads it.
+
+    Example:
+        >>> describe_param({"low": 1e-06, "high": 0.01, "log": True, "zero": True})
+        '0 or 1e-06 … 0.01 (log)'
+        >>> describe_param({"choices": [64, 128]}), describe_param("relu")
+        ('64, 128', 'relu')
+    """
+    if not isinstance(config, dict):
+        return _value(config)
+    if "choices" in config:
+        return ", ".join(_value(c) for c in config["choices"])
+    if "low" in config:
+        text = f"{_value(config['low'])} … {_value(config['high'])}"
+        text += " (log)" if config.get("log") else ""
+        return f"0 or {text}" if config.get("zero") else text
+    return ", ".join(f"{k} = {_value(v)}" for k, v in config.items())
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def update_study_note(study: optuna.Study, spec: StudySpec, echo: Any = print) -> None:
+    """Rewrite the note with the results; a failure prints one warning line, nothing more.
+
+    Example:
+        >>> update_study_note(study, spec)  # doctest: +SKIP
+    """
+    try:
+        write_study_note(study, spec, results=True)
+    except Exception as exc:  # the note is a convenience: never fail a finished search on it
+        echo(f"warning: study note not updated ({type(exc).__name__}: {exc})")
