@@ -42,6 +42,7 @@ import psutil  # noqa: E402
 import scipy.sparse  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from search import settings  # noqa: E402
 from search.data import DataContext, load_dataset  # noqa: E402
 from search.training.model import build_model  # noqa: E402
 from search.training.prepared import PreparedData, steps_per_execution  # noqa: E402
@@ -76,11 +77,10 @@ def machine() -> str:
 
 
 def context() -> DataContext:
-    data_dir = os.environ.get("CAPSEARCH_DATA")
     shared = ROOT.parent / "shared" / "data"
     return DataContext(
-        data_dir=Path(data_dir) if data_dir else (shared if shared.is_dir() else None),
-        cache_dir=Path(os.environ.get("CAPSEARCH_CACHE", ROOT / "storage" / "cache")),
+        data_dir=settings.data_dir() or (shared if shared.is_dir() else None),
+        cache_dir=ROOT / settings.cache_dir(),  # an absolute CAPSEARCH_CACHE stays as it is
         base_dir=ROOT / "spaces",
         offline=True,
     )

@@ -8,8 +8,6 @@ Example:
     >>> import search
     >>> search.load_study("overfit30_memorize").objective
     'memorize'
-    >>> study = search.run_search(search.load_study("overfit30_memorize"),
-    ...                           search.SearchOptions(trials=5))  # doctest: +SKIP
 """
 
 from __future__ import annotations

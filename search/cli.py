@@ -228,48 +228,102 @@ _non_negative_int = _number(int, minimum=0, strict=False, what="a trial number >
 _positive_float = _number(float, minimum=0, strict=True, what="a positive number of seconds")
 
 
+STORAGE_HELP = "storage URL (default: $CAPSEARCH_STORAGE, else sqlite:///storage/studies.db)"
+DATA_DIR_HELP = "folder with local data copies (default: $CAPSEARCH_DATA)"
+TRIALS_HELP = "finished trials the study should have in all"
+TIMEOUT_HELP = "stop starting trials after S seconds"
+STUDY_HELP = "study name (a file in spaces/) or path to a .toml file"
+
+
+def capsearch_version() -> str:
+    """The installed distribution's version, else the package's ``__version__``.
+
+    Example:
+        >>> capsearch_version()[0].isdigit()
+        True
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("capsearch")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        from search import __version__
+
+        return __version__
+
+
+def _storage_parent(help_text: str = STORAGE_HELP) -> argparse.ArgumentParser:
+    """The shared ``--storage`` flag, as a parent parser."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--storage", help=help_text)
+    return parent
+
+
+def _data_parent() -> argparse.ArgumentParser:
+    """The shared ``--data-dir`` and ``--offline`` flags, as a parent parser."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    parent.add_argument("--offline", action="store_true", help="never download data")
+    return parent
+
+
+def _budget_parent(
+    trials_help: str = TRIALS_HELP, timeout_help: str = TIMEOUT_HELP
+) -> argparse.ArgumentParser:
+    """The shared ``--trials`` and ``--timeout`` flags, as a parent parser."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--trials", type=_positive_int, help=trials_help)
+    parent.add_argument("--timeout", type=_positive_float, help=timeout_help)
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command (kept importable for the docs tests)."""
+    """The argument parser of every command (kept importable for the docs tests).
+
+    Flags several commands share come from parent parsers: ``--storage``; ``--data-dir`` and
+    ``--offline``; ``--trials`` and ``--timeout``.
+    """
     parser = argparse.ArgumentParser(
         prog="capsearch",
         description="Search capacity and regularization of Keras models with Optuna.",
     )
+    parser.add_argument("--version", action="version", version=f"capsearch {capsearch_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    storage_help = "storage URL (default: $CAPSEARCH_STORAGE, else sqlite:///storage/studies.db)"
+    storage = _storage_parent()
+    data = _data_parent()
+    budget = _budget_parent()
+    trial_runs = [budget, storage, data]  # the commands that run trials
 
-    run = sub.add_parser("run", help="create or resume a study and run its trials")
-    run.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
-    run.add_argument(
-        "--trials", type=_positive_int, help="finished trials the study should have in all"
+    run = sub.add_parser(
+        "run", parents=trial_runs, help="create or resume a study and run its trials"
     )
-    run.add_argument("--timeout", type=_positive_float, help="stop starting trials after S seconds")
-    run.add_argument("--storage", help=storage_help)
-    run.add_argument(
-        "--data-dir", type=Path, help="folder with local data copies (default: $CAPSEARCH_DATA)"
-    )
-    run.add_argument("--offline", action="store_true", help="never download data")
+    run.add_argument("study", help=STUDY_HELP)
     run.set_defaults(func=cmd_run)
 
-    lst = sub.add_parser("list", help="list shipped study files and stored studies")
-    lst.add_argument("--storage", help=storage_help)
+    lst = sub.add_parser(
+        "list", parents=[storage], help="list shipped study files and stored studies"
+    )
     lst.set_defaults(func=cmd_list)
 
-    show = sub.add_parser("show", help="show one stored study's best trials")
+    show = sub.add_parser("show", parents=[storage], help="show one stored study's best trials")
     show.add_argument("study", help="study name")
-    show.add_argument("--storage", help=storage_help)
     show.add_argument("--top", type=_positive_int, default=10, help="how many trials (default 10)")
     show.set_defaults(func=cmd_show)
 
-    dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard on the storage")
-    dashboard.add_argument("--storage", help=storage_help)
+    dashboard = sub.add_parser(
+        "dashboard", parents=[storage], help="serve optuna-dashboard on the storage"
+    )
     dashboard.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
     dashboard.set_defaults(func=cmd_dashboard)
 
-    report = sub.add_parser("report", help="write an HTML report and PNG figures of a stored study")
+    report = sub.add_parser(
+        "report",
+        parents=[storage],
+        help="write an HTML report and PNG figures of a stored study",
+    )
     report.add_argument("study", help="study name")
-    report.add_argument("--storage", help=storage_help)
     report.add_argument(
         "--out", type=Path, help="folder of the report (default: storage/reports/<study>)"
     )
@@ -280,21 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     worker = sub.add_parser(
-        "worker", help="run trials of a study as one of many workers (on any host)"
+        "worker",
+        parents=trial_runs,
+        help="run trials of a study as one of many workers (on any host)",
     )
-    worker.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
-    worker.add_argument(
-        "--trials", type=_positive_int, help="finished trials the study should have in all"
-    )
-    worker.add_argument(
-        "--timeout", type=_positive_float, help="stop starting trials after S seconds"
-    )
-    worker.add_argument("--storage", help=storage_help)
+    worker.add_argument("study", help=STUDY_HELP)
     worker.add_argument("--worker-id", help="name in logs and on trials (default: host-pid)")
-    worker.add_argument(
-        "--data-dir", type=Path, help="folder with local data copies (default: $CAPSEARCH_DATA)"
-    )
-    worker.add_argument("--offline", action="store_true", help="never download data")
     worker.add_argument(
         "--no-summary",
         action="store_true",
@@ -303,23 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     workers = sub.add_parser(
-        "workers", help="create a study, then run N worker processes on it on this host"
+        "workers",
+        parents=[
+            _budget_parent(timeout_help="each worker stops starting trials after S s"),
+            storage,
+            data,
+        ],
+        help="create a study, then run N worker processes on it on this host",
     )
-    workers.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    workers.add_argument("study", help=STUDY_HELP)
     workers.add_argument(
         "-n", "--workers", dest="n", type=_positive_int, default=2, help="worker processes"
     )
-    workers.add_argument(
-        "--trials", type=_positive_int, help="finished trials the study should have in all"
-    )
-    workers.add_argument(
-        "--timeout", type=_positive_float, help="each worker stops starting trials after S s"
-    )
-    workers.add_argument("--storage", help=storage_help)
-    workers.add_argument(
-        "--data-dir", type=Path, help="folder with local data copies (default: $CAPSEARCH_DATA)"
-    )
-    workers.add_argument("--offline", action="store_true", help="never download data")
     workers.set_defaults(func=cmd_workers)
 
     copy = sub.add_parser("copy", help="copy a study with all its trials to another storage")
@@ -332,41 +372,43 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--to", dest="to_url", required=True, help="destination storage URL")
     copy.set_defaults(func=cmd_copy)
 
-    data_dir_help = "folder with local data copies (default: $CAPSEARCH_DATA)"
-    kt = sub.add_parser(
-        "kt", help="search a [hypermodel] study with KerasTuner itself and compare with Optuna"
+    kt_budget = _budget_parent(
+        trials_help="at most this many KerasTuner trials",
+        timeout_help="start no trial after S seconds",
     )
-    kt.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    kt_storage = _storage_parent(STORAGE_HELP + "; the Optuna study compared with")
+    kt = sub.add_parser(
+        "kt",
+        parents=[kt_budget, kt_storage, data],
+        help="search a [hypermodel] study with KerasTuner itself and compare with Optuna",
+    )
+    kt.add_argument("study", help=STUDY_HELP)
     kt.add_argument(
         "--tuner", choices=("hyperband", "bayesian"), default="hyperband", help="default hyperband"
     )
-    kt.add_argument("--timeout", type=_positive_float, help="start no trial after S seconds")
-    kt.add_argument("--trials", type=_positive_int, help="at most this many KerasTuner trials")
     kt.add_argument(
         "--max-epochs", type=_positive_int, help="epochs of the longest trial (default: study's)"
     )
     kt.add_argument("--resume", action="store_true", help="continue the previous KerasTuner run")
-    kt.add_argument("--storage", help=storage_help + "; the Optuna study compared with")
-    kt.add_argument("--data-dir", type=Path, help=data_dir_help)
-    kt.add_argument("--offline", action="store_true", help="never download data")
     kt.set_defaults(func=cmd_kt)
 
     export = sub.add_parser(
-        "export", help="re-train a stored trial and save it as a .keras model with its metrics"
+        "export",
+        parents=[storage, data],
+        help="re-train a stored trial and save it as a .keras model with its metrics",
     )
-    export.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    export.add_argument("study", help=STUDY_HELP)
     export.add_argument("--trial", type=_non_negative_int, help="trial number (default: the best)")
     export.add_argument("--out", type=Path, help="output folder (default: storage/exports/<study>)")
     export.add_argument("--code", action="store_true", help="also print plain Keras code")
-    export.add_argument("--storage", help=storage_help)
-    export.add_argument("--data-dir", type=Path, help=data_dir_help)
-    export.add_argument("--offline", action="store_true", help="never download data")
     export.set_defaults(func=cmd_export)
 
     rerun = sub.add_parser(
-        "rerun", help="re-run a stored trial with its seed; exit 1 unless it reproduces"
+        "rerun",
+        parents=[storage, data],
+        help="re-run a stored trial with its seed; exit 1 unless it reproduces",
     )
-    rerun.add_argument("study", help="study name (a file in spaces/) or path to a .toml file")
+    rerun.add_argument("study", help=STUDY_HELP)
     rerun.add_argument("trial", type=_non_negative_int, help="trial number")
     rerun.add_argument(
         "--tolerance",
@@ -374,19 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="relative tolerance on the stored value (default 1e-4)",
     )
-    rerun.add_argument("--storage", help=storage_help)
-    rerun.add_argument("--data-dir", type=Path, help=data_dir_help)
-    rerun.add_argument("--offline", action="store_true", help="never download data")
     rerun.set_defaults(func=cmd_rerun)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a command; bad input exits 2 with one line on stderr."""
+    """Run a command; bad input exits 2 with one line on stderr.
+
+    Bad input is any :class:`~search.errors.FatalError`: a study file, data, a storage, or a
+    ``CAPSEARCH_*`` variable whose value breaks its rule (:class:`~search.errors.SettingsError`).
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except FatalError as exc:
+    except FatalError as exc:  # SettingsError included
         print(f"capsearch: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except SearchError as exc:  # e.g. trials that keep failing: stored, but no progress

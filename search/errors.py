@@ -1,5 +1,9 @@
 """The project's exceptions: one base, a fatal branch for bad input and a per-trial failure.
 
+Every exception class the package defines lives here (other modules re-export some under their
+old names), and so do the two helpers that put an exception's text on one line
+(:func:`one_line`, :func:`first_line`).
+
 Every fatal error is turned into a one-line message and exit code 2 by the command-line entry
 point (``search.cli``); a :class:`TrialFailure` fails one trial, stores its reason on the trial and
 lets the worker go on with the next one.
@@ -19,12 +23,44 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's text, stripped; empty when it has no text.
+
+    Example:
+        >>> first_line(ValueError("\\n  bad value  \\nmore detail"))
+        'bad value'
+    """
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+
+
 class SearchError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
 class FatalError(SearchError):
     """Bad input or environment: stop before anything stored is changed."""
+
+
+class SettingsError(FatalError):
+    """A ``CAPSEARCH_*`` environment variable holds a value its rule does not allow.
+
+    The message names the variable, the value, the rule and the fix, e.g.
+    ``CAPSEARCH_HEARTBEAT='abc' is not allowed: expected an integer >= 1; set it to a whole
+    number of seconds or unset it.``
+
+    Args:
+        name: The variable, e.g. ``"CAPSEARCH_HEARTBEAT"``.
+        value: Its value as found in the environment.
+        rule: What a value must be, e.g. ``"an integer >= 1"``.
+        fix: How to correct it, e.g. ``"set it to a whole number of seconds or unset it"``.
+    """
+
+    def __init__(self, name: str, value: str, rule: str, fix: str) -> None:
+        self.name = name
+        self.value = value
+        self.rule = rule
+        self.fix = fix
+        super().__init__(f"{name}={value!r} is not allowed: expected {rule}; {fix}.")
 
 
 class StudyFileError(FatalError):
@@ -40,6 +76,37 @@ class StudyFileError(FatalError):
         self.problem = problem
         where = f"{source}: {key}: " if key else f"{source}: "
         super().__init__(f"{where}{problem}")
+
+
+class SpaceError(SearchError, ValueError):
+    """A search-space parameter definition is invalid; ``problem`` says rule, value and fix.
+
+    Study files turn it into a :class:`StudyFileError` naming the file and the key.
+
+    Args:
+        problem: What is wrong, e.g. ``"range reversed: low=8 > high=4; swap them."``.
+    """
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+
+class OptionError(SearchError, ValueError):
+    """One option under ``[data]`` is unknown, of the wrong type or out of range.
+
+    The message is ``"<key>: <problem>"``; callers that know the study file turn it into
+    ``StudyFileError(source=file, key=f"data.{err.key}", problem=err.problem)``.
+
+    Args:
+        key: The option's name, e.g. ``"num_words"`` (``"source"`` for an unknown source).
+        problem: What is wrong, with the value and how to fix it.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
 
 
 class DataError(FatalError):

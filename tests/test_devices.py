@@ -22,6 +22,7 @@ from search.distributed.devices import (
     detect_gpus,
     plan_workers,
 )
+from search.errors import SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,9 +220,18 @@ def test_threads_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_no_threads_anywhere_leaves_tensorflow_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(INTRA_OP_ENV, raising=False)
-    monkeypatch.setenv(INTER_OP_ENV, "many")  # invalid: ignored
+    monkeypatch.setenv(INTER_OP_ENV, "0")  # 0: TensorFlow's default
     tf = FakeTF(n_gpus=0)
     configure_tensorflow(_tf=tf, _keras=FakeKeras())
+    assert tf.calls == []
+
+
+def test_bad_thread_counts_are_one_line_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(INTRA_OP_ENV, raising=False)
+    monkeypatch.setenv(INTER_OP_ENV, "many")
+    tf = FakeTF(n_gpus=0)
+    with pytest.raises(SettingsError, match="CAPSEARCH_INTER_OP_THREADS='many' is not allowed"):
+        configure_tensorflow(_tf=tf, _keras=FakeKeras())
     assert tf.calls == []
 
 

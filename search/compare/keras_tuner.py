@@ -94,12 +94,6 @@ def run_keras_tuner(
 
     Raises:
         HypermodelError: The study has no hypermodel, or KerasTuner finished no trial.
-
-    Example:
-        >>> result = run_keras_tuner(spec, data, tuner="hyperband", timeout=180)
-        ... # doctest: +SKIP
-        >>> result.keras_val_loss, result.data_val_loss  # doctest: +SKIP
-        (0.47..., 0.46...)
     """
     import keras  # TensorFlow and KerasTuner: once the input is checked
     import keras_tuner
@@ -190,9 +184,6 @@ def compare_with_keras_tuner(
 
     ``options.timeout`` is the wall-clock budget and ``options.trials`` the trial cap; the Optuna
     side is the study of the same name in ``options.storage``, when there is one.
-
-    Example:
-        >>> compare_with_keras_tuner(spec, SearchOptions(timeout=180))  # doctest: +SKIP
     """
     if spec.hypermodel is None:
         raise HypermodelError(
@@ -258,12 +249,7 @@ def _deadline_tuner(base: type, deadline: float | None) -> type:
 
 
 def optuna_best(study: optuna.Study) -> dict[str, Any] | None:
-    """The Optuna study's best trial in the comparison's terms; ``None`` without one.
-
-    Example:
-        >>> optuna_best(study)["data_val_loss"]  # doctest: +SKIP
-        0.46...
-    """
+    """The Optuna study's best trial in the comparison's terms; ``None`` without one."""
     best = best_trial(study)
     if best is None:
         return None
@@ -292,12 +278,7 @@ def optuna_best(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def comparison_lines(kt: KerasTunerResult, optuna_side: dict[str, Any] | None) -> list[str]:
-    """The two engines side by side: both losses, trials, time and every hyperparameter.
-
-    Example:
-        >>> for line in comparison_lines(result, optuna_best(study)):  # doctest: +SKIP
-        ...     print(line)
-    """
+    """The two engines side by side: both losses, trials, time and every hyperparameter."""
     kt_label = f"keras-tuner {kt.tuner}"
     rows = [["", "optuna (capsearch)", kt_label]]
     side = optuna_side or {}

@@ -18,9 +18,10 @@ from typing import Any
 
 from search.data import files, imdb, pima, synthetic
 from search.data._dataset import DataContext, Dataset, DataSource, Features, Option, Task
-from search.data._options import REQUIRED, OptionError, validate_options
+from search.data._options import REQUIRED, validate_options
 from search.data.context import DataOptions, data_context
 from search.data.imdb import imdb_cache_path
+from search.errors import OptionError
 
 __all__ = [
     "DATA_SOURCES",

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from search.data._dataset import DataContext
-from search.errors import DataError
+from search.errors import DataError, one_line
 
 
 def resolve_user_path(value: str, context: DataContext) -> Path:
@@ -37,12 +37,6 @@ def keras_datasets_dir() -> Path:
         user = Path("~").expanduser()
         base = (user if os.access(user, os.W_OK) else Path("/tmp")) / ".keras"
     return base / "datasets"
-
-
-def one_line(error: BaseException, limit: int = 200) -> str:
-    """Return an exception's text on one line, shortened to ``limit`` characters."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def download(fname: str, origin: str) -> Path:

@@ -8,25 +8,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from search.data._dataset import DataSource, Option
+from search.errors import OptionError
 
 Check = Callable[[Any], "str | None"]
-
-
-class OptionError(ValueError):
-    """One option under ``[data]`` is unknown, of the wrong type or out of range.
-
-    The message is ``"<key>: <problem>"``; callers that know the study file turn it into
-    ``StudyFileError(source=file, key=f"data.{err.key}", problem=err.problem)``.
-
-    Args:
-        key: The option's name, e.g. ``"num_words"`` (``"source"`` for an unknown source).
-        problem: What is wrong, with the value and how to fix it.
-    """
-
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{key}: {problem}")
 
 
 class _Required:

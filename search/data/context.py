@@ -9,16 +9,15 @@ Example:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from search import settings
 from search.data._dataset import DataContext
-from search.storage.urls import DEFAULT_STORAGE_DIR
 
-DATA_ENV = "CAPSEARCH_DATA"
-CACHE_ENV = "CAPSEARCH_CACHE"
-OFFLINE_ENV = "CAPSEARCH_OFFLINE"
+DATA_ENV = settings.DATA.name
+CACHE_ENV = settings.CACHE.name
+OFFLINE_ENV = settings.OFFLINE.name
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,7 @@ class DataOptions:
 def data_context(base_dir: Path, options: DataOptions | None = None) -> DataContext:
     """The loaders' context for a study file in ``base_dir`` (its relative paths start there)."""
     options = options or DataOptions()
-    env_dir = os.environ.get(DATA_ENV)
-    data_dir = options.data_dir or (Path(env_dir) if env_dir else None)
-    cache = Path(os.environ.get(CACHE_ENV, DEFAULT_STORAGE_DIR / "cache"))
-    offline = options.offline or os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+    data_dir = options.data_dir or settings.data_dir()
+    offline = options.offline or settings.offline()
+    cache = settings.cache_dir()
     return DataContext(data_dir=data_dir, cache_dir=cache, base_dir=base_dir, offline=offline)

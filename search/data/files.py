@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from search.data._dataset import DataContext, Dataset, DataSource, Option, Task
-from search.data._locate import one_line, resolve_user_path
+from search.data._locate import resolve_user_path
 from search.data._options import REQUIRED, float_range, one_of
 from search.data._split import random_split, standardize, stratified_split, take
-from search.errors import DataError
+from search.errors import DataError, one_line
 
 TASKS = ("regression", "binary", "multiclass")
 

@@ -24,9 +24,9 @@ import numpy as np
 
 from search.data._cache import cache_key, file_identity, load_npz, save_npz_atomic
 from search.data._dataset import DataContext, Dataset, DataSource, Option
-from search.data._locate import find_or_fetch, keras_datasets_dir, one_line, resolve_user_path
+from search.data._locate import find_or_fetch, keras_datasets_dir, resolve_user_path
 from search.data._options import int_range
-from search.errors import DataError
+from search.errors import DataError, one_line
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -141,10 +141,6 @@ def imdb_cache_path(options: Mapping[str, Any], context: DataContext) -> Path:
 
     Finds the data first (see :func:`find_imdb`), because the key includes the source file's
     path, size and modification time.
-
-    Example:
-        >>> imdb_cache_path(validate_data_options("imdb", {}), ctx).name  # doctest: +SKIP
-        'imdb-10000w-3f2a9c0d1e7b4a55.npz'
     """
     return _cache_path(find_imdb(options, context), options, context)
 

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from search.data._dataset import DataContext, Dataset, DataSource, Option
-from search.data._options import OptionError, float_range, int_range
+from search.data._options import float_range, int_range
 from search.data._split import random_split, standardize, take
+from search.errors import OptionError
 
 # Seed 000, as posted: X_train/y_train (21 points) and X_test/y_test (9 points).
 OVERFIT30_X_TRAIN = (

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from search import settings
+
 __all__ = [
     "ALLOW_GROWTH_ENV",
     "INTER_OP_ENV",
@@ -36,10 +38,10 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-INTRA_OP_ENV = "CAPSEARCH_INTRA_OP_THREADS"
+INTRA_OP_ENV = settings.INTRA_OP_THREADS.name
 """Environment variable: threads TensorFlow uses inside one op in a worker."""
 
-INTER_OP_ENV = "CAPSEARCH_INTER_OP_THREADS"
+INTER_OP_ENV = settings.INTER_OP_THREADS.name
 """Environment variable: ops TensorFlow runs at once in a worker."""
 
 ALLOW_GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
@@ -203,21 +205,6 @@ def plan_workers(n_workers: int, gpus: Sequence[str], cpu_count: int) -> list[Wo
     return placements
 
 
-def _threads_from_env(name: str) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        _logger.warning("Ignoring %s=%r: not an integer.", name, raw)
-        return None
-    if value < 0:
-        _logger.warning("Ignoring %s=%r: negative.", name, raw)
-        return None
-    return value
-
-
 def configure_tensorflow(
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
@@ -246,9 +233,15 @@ def configure_tensorflow(
     Returns:
         Names of the visible GPUs, e.g. ``["/physical_device:GPU:0"]``; empty on CPU.
 
+    Raises:
+        SettingsError: A thread count in the environment is not an integer >= 0; checked
+            before TensorFlow is imported.
+
     Example:
         >>> gpus = configure_tensorflow(mixed_precision=True)  # in the worker, first thing
     """
+    intra = intra_op_threads if intra_op_threads is not None else settings.intra_op_threads()
+    inter = inter_op_threads if inter_op_threads is not None else settings.inter_op_threads()
     tf: ModuleType | Any
     if _tf is not None:
         tf = _tf
@@ -257,8 +250,6 @@ def configure_tensorflow(
 
         tf = tensorflow
 
-    intra = intra_op_threads if intra_op_threads is not None else _threads_from_env(INTRA_OP_ENV)
-    inter = inter_op_threads if inter_op_threads is not None else _threads_from_env(INTER_OP_ENV)
     try:
         if intra:
             tf.config.threading.set_intra_op_parallelism_threads(intra)

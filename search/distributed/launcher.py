@@ -55,11 +55,6 @@ def launch_workers(
 
     Returns:
         0 if every worker exited with 0, else 1.
-
-    Example:
-        >>> launch_workers(2, lambda wid: [sys.executable, "-m", "search", "worker", "x",
-        ...                                "--worker-id", wid], "sqlite:///storage/studies.db")
-        0
     """
     from search.distributed.devices import available_cpus, detect_gpus, plan_workers
 

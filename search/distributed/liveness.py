@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from search import settings
 from search.distributed.trial_attrs import _REASON_ATTRS, WORKER_ATTR, fail_reason
 from search.errors import FatalError
 from search.storage.urls import mask_text
@@ -41,13 +41,13 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-HEARTBEAT_ENV = "CAPSEARCH_HEARTBEAT"
+HEARTBEAT_ENV = settings.HEARTBEAT.name
 """Environment variable: seconds between heartbeats of a running trial (default 10)."""
 
-GRACE_ENV = "CAPSEARCH_GRACE"
+GRACE_ENV = settings.GRACE.name
 """Environment variable: seconds without heartbeat after which a trial is dead (default 3x)."""
 
-MAX_RETRY_ENV = "CAPSEARCH_MAX_RETRY"
+MAX_RETRY_ENV = settings.MAX_RETRY.name
 """Environment variable: how often a trial of a dead or stopped worker is re-queued (default 3)."""
 
 DEFAULT_HEARTBEAT_S = 10
@@ -74,19 +74,6 @@ class Liveness:
     max_retry: int
 
 
-def _env_int(name: str, lowest: int) -> int | None:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = lowest - 1
-    if value < lowest:
-        raise FatalError(f"{name}={raw!r} is not allowed; use an integer >= {lowest} or unset it")
-    return value
-
-
 def liveness_settings(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
@@ -105,9 +92,9 @@ def liveness_settings(
         >>> liveness_settings(1)
         Liveness(heartbeat_interval=1, grace_period=3, max_retry=3)
     """
-    interval = heartbeat_interval or _env_int(HEARTBEAT_ENV, 1) or DEFAULT_HEARTBEAT_S
-    grace = grace_period or _env_int(GRACE_ENV, 1) or DEFAULT_GRACE_FACTOR * interval
-    retry = max_retry if max_retry is not None else _env_int(MAX_RETRY_ENV, 0)
+    interval = heartbeat_interval or settings.heartbeat_interval() or DEFAULT_HEARTBEAT_S
+    grace = grace_period or settings.grace_period() or DEFAULT_GRACE_FACTOR * interval
+    retry = max_retry if max_retry is not None else settings.max_retry()
     if grace <= interval:
         raise FatalError(
             f"grace period {grace} s must be longer than the heartbeat interval {interval} s; "
@@ -156,10 +143,6 @@ def requeue_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> in
     Returns:
         The retry count of the new trial (1 for the first retry), or None when
         ``max_retry`` retries were used up.
-
-    Example:
-        >>> requeue_trial(study, study.trials[7], max_retry=3)
-        1
     """
     history = [*trial.system_attrs.get("retry_history", []), trial.number]
     if len(history) > max_retry:

@@ -25,11 +25,6 @@ class StopSignals:
     interrupted at once by :class:`WorkerStopped`, otherwise the loop stops at its next check.
     Further signals are ignored, so a signal sent both by the terminal and by a ``workers``
     parent does not interrupt the clean-up.
-
-    Example:
-        >>> signals = StopSignals()
-        >>> with signals.installed():
-        ...     run_trials(study, objective, target=10, signals=signals)
     """
 
     def __init__(self) -> None:

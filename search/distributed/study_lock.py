@@ -37,10 +37,6 @@ def study_lock(
 
     Yields:
         The connection that holds a server lock (reads on it see every commit), else None.
-
-    Example:
-        >>> with study_lock(storage, "mlp"):
-        ...     study, created = open_study(spec, storage)
     """
     backend = storage if isinstance(storage, optuna.storages.RDBStorage) else None
     dialect = backend.engine.dialect.name if backend is not None else ""

@@ -11,6 +11,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from search.errors import first_line
+
 __all__ = ["WORKER_ATTR", "fail_reason"]
 
 WORKER_ATTR = "worker"
@@ -27,8 +29,7 @@ def fail_reason(exc: BaseException) -> str:
         >>> fail_reason(ValueError("bad\\nvalue"))
         'ValueError: bad'
     """
-    text = str(exc).strip()
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = first_line(exc)
     reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
     return reason[:_MAX_REASON_CHARS]
 

@@ -11,7 +11,6 @@ keeps the server's default).
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 
+from search import settings
 from search.distributed.liveness import Liveness
 from search.storage.opening import open_storage
 from search.storage.retry import _is_transient, with_retry
@@ -62,9 +62,6 @@ def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStor
     Every write and read Optuna makes through the returned storage (ask, tell, attributes,
     intermediate values, heartbeats) goes through :func:`search.storage.with_retry`; the
     number of conflicts met is in ``storage.capsearch_retries.conflicts``.
-
-    Example:
-        >>> storage = open_worker_storage("sqlite:///storage/studies.db", liveness_settings())
     """
     storage = open_storage(
         url,
@@ -104,7 +101,7 @@ def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStor
 
 def _pg_async_commit_wanted() -> bool:
     """``CAPSEARCH_PG_SYNCHRONOUS_COMMIT=on`` keeps PostgreSQL's default (wait for the disk)."""
-    return os.environ.get("CAPSEARCH_PG_SYNCHRONOUS_COMMIT", "off").strip().lower() != "on"
+    return settings.pg_synchronous_commit() != "on"
 
 
 def _sqlite_synchronous_normal(dbapi_connection: Any, record: Any) -> None:

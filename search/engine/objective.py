@@ -202,9 +202,6 @@ class HypermodelObjective(Objective):
     The hypermodel is imported and probed at construction, so a bad one fails before the study
     is created. Trials record the same attributes as built-in ones, plus ``hp_values`` (the
     values the model was built with) and ``keras_val_curve``.
-
-    Example:
-        >>> study.optimize(HypermodelObjective(spec, data), n_trials=10)  # doctest: +SKIP
     """
 
     def __init__(

@@ -39,11 +39,6 @@ def retrain_trial(
 
     Built-in studies go through :func:`search.training.run.train_params`; hypermodel studies rebuild
     through the hypermodel with the trial's ``hp_values`` fixed.
-
-    Example:
-        >>> run = retrain_trial(spec, data, study.best_trial, epochs=12)  # doctest: +SKIP
-        >>> data.evaluate(run.model, "val")  # doctest: +SKIP
-        (0.4791..., 0.77...)
     """
     seed = trial_seed(spec, trial) if seed is None else seed
     clear_session()  # as before every trial of the search (collects garbage)

@@ -18,22 +18,12 @@ if TYPE_CHECKING:
 
 
 def trial_seed(spec: StudySpec, trial: FrozenTrial) -> int:
-    """The seed a trial trained with (its ``seed`` attribute; study seed + number before).
-
-    Example:
-        >>> trial_seed(spec, study.trials[3])  # doctest: +SKIP
-        3
-    """
+    """The seed a trial trained with (its ``seed`` attribute; study seed + number before)."""
     return int(trial.user_attrs.get("seed", spec.training.seed + trial.number))
 
 
 def stored_value(spec: StudySpec, trial: FrozenTrial) -> float | None:
-    """A trial's best-epoch loss: its (first) value, or a pruned trial's best recorded loss.
-
-    Example:
-        >>> stored_value(spec, study.best_trial) == study.best_value  # doctest: +SKIP
-        True
-    """
+    """A trial's best-epoch loss: its (first) value, or a pruned trial's best recorded loss."""
     if trial.values:
         return float(trial.values[0])  # multi-objective studies: (loss, param_count)
     value = trial.user_attrs.get(f"{spec.monitor}_best")
@@ -44,9 +34,6 @@ def stored_spec(spec: StudySpec, study: optuna.Study) -> StudySpec:
     """The study file as it was when the study was created (data split, epochs, hypermodel).
 
     Falls back to ``spec`` (the current file) for studies that did not store their file.
-
-    Example:
-        >>> spec = stored_spec(spec, load_stored_study(spec.name, None).study)  # doctest: +SKIP
     """
     text = study.user_attrs.get("study_file_text")
     if not text:
@@ -62,10 +49,6 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 
     Raises:
         ReplayError: No completed trial, no such trial, or one with nothing to replay.
-
-    Example:
-        >>> pick_trial(study, None).number == study.best_trial.number  # doctest: +SKIP
-        True
     """
     if number is None:
         best = best_trial(study)

@@ -138,10 +138,6 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
     lowest first objective (the loss), ties to the lower second one (the parameter count of a
     multi-objective study), then to the earlier trial. A single-objective study's best is
     Optuna's ``study.best_trial`` except that a tie goes to the earlier trial by rule.
-
-    Example:
-        >>> best_trial(study).number  # doctest: +SKIP
-        7
     """
     completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not completed:

@@ -182,11 +182,6 @@ def run_trials(
 
     Returns:
         What the loop did; ``reason`` says why it stopped.
-
-    Example:
-        >>> result = run_trials(study, objective, target=100, worker="w1")
-        >>> result.describe()
-        'budget reached; this worker: 26 started, 26 finished, 0 failed'
     """
     liveness = liveness or liveness_settings()
     signals = signals or StopSignals()

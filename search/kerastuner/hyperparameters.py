@@ -238,12 +238,7 @@ def fixed_hyperparameters(values: Mapping[str, Any]) -> keras_tuner.HyperParamet
 
 
 def trial_hp_values(trial: FrozenTrial) -> dict[str, Any]:
-    """The hyperparameter values a stored trial's model was built with (``hp_values``).
-
-    Example:
-        >>> trial_hp_values(study.best_trial)["units"]  # doctest: +SKIP
-        32
-    """
+    """The hyperparameter values a stored trial's model was built with (``hp_values``)."""
     values = trial.user_attrs.get("hp_values")
     if values is None:
         raise HypermodelError(

@@ -22,10 +22,6 @@ def load_hypermodel(spec: StudySpec) -> keras_tuner.HyperModel:
 
     Raises:
         HypermodelError: The module cannot be imported, or ``build`` names nothing usable.
-
-    Example:
-        >>> hypermodel = load_hypermodel(load_study("spaces/examples/kt_pima.toml"))
-        ... # doctest: +SKIP
     """
     config = spec.hypermodel
     assert config is not None
@@ -54,10 +50,6 @@ def hypermodel_target(spec: StudySpec) -> Any:
 
     Raises:
         HypermodelError: The study has no ``[hypermodel]``, or the module cannot be imported.
-
-    Example:
-        >>> hypermodel_target(load_study("spaces/examples/kt_pima.toml"))  # doctest: +SKIP
-        <class 'capsearch_hypermodel_kt_hypermodel.PimaHyperModel'>
     """
     config = spec.hypermodel
     if config is None:

@@ -33,10 +33,6 @@ def probe_space(
 
     Raises:
         HypermodelError: A declaration has no Optuna form, or the model does not fit the data.
-
-    Example:
-        >>> sorted(probe_space(load_hypermodel(spec), data))  # doctest: +SKIP
-        ['batch_size', 'dropout', 'layers', 'learning_rate', 'units', 'use_l2']
     """
     hp = ProbeHyperParameters()
     clear_session()
@@ -75,9 +71,6 @@ def check_model(model: Any, dataset: Dataset, label: str = "hypermodel") -> None
 
     Raises:
         HypermodelError: The model does not fit, with the fix.
-
-    Example:
-        >>> check_model(hypermodel.build(hp), data.dataset)  # doctest: +SKIP
     """
     if not isinstance(model, keras.Model):
         raise HypermodelError(f"{label}: build(hp) returned {type(model).__name__}, not a model.")

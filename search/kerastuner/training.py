@@ -47,10 +47,6 @@ def train_hypermodel(
 
     Returns:
         The run; ``params`` are the hyperparameter values, ``fit`` override's included.
-
-    Example:
-        >>> run = train_hypermodel(spec, data, hypermodel, fixed_hyperparameters(values),
-        ...                        seed=3, epochs=12)  # doctest: +SKIP
     """
     keras.utils.set_random_seed(seed)
     model = hypermodel.build(hp)

@@ -105,11 +105,6 @@ def export_trial(
 
     Writes ``<out_dir>/<study>_trial<N>.keras`` and ``.json`` (parameters, hyperparameter values
     for hypermodel studies, seed, epochs, stored metrics, the check of the written model).
-
-    Example:
-        >>> result = export_trial(spec, data, study, study.best_trial)  # doctest: +SKIP
-        >>> result.verified  # doctest: +SKIP
-        True
     """
     import keras  # TensorFlow: only once the input is checked and a model is exported
 
@@ -181,10 +176,6 @@ def export_stored(
     """``capsearch export STUDY``: export the best (or given) stored trial; print its code.
 
     Uses the study file as stored with the study, and ``options``' storage and data settings.
-
-    Example:
-        >>> export_stored(load_study("pima_generalize"), SearchOptions(), code=True)
-        ... # doctest: +SKIP
     """
     run = SearchRun(spec, options, echo=echo)
     study = run.open_stored()
@@ -198,12 +189,7 @@ def export_stored(
 
 
 def code_params(spec: StudySpec, trial: FrozenTrial) -> dict[str, Any]:
-    """The values a trial's model is built from: Dense-stack parameters or ``hp_values``.
-
-    Example:
-        >>> code_params(spec, study.best_trial)["units"]  # doctest: +SKIP
-        16
-    """
+    """The values a trial's model is built from: Dense-stack parameters or ``hp_values``."""
     if spec.hypermodel is not None:
         from search.kerastuner import trial_hp_values  # TensorFlow (KerasTuner)
 
@@ -222,11 +208,6 @@ def keras_code(spec: StudySpec, trial: FrozenTrial, dataset: Dataset) -> str:
         spec: The study.
         trial: The stored trial.
         dataset: The study's data (input width, task, classes, training rows).
-
-    Example:
-        >>> code = keras_code(spec, study.best_trial, data.dataset)  # doctest: +SKIP
-        >>> compile(code, "trial.py", "exec")  # doctest: +SKIP
-        <code object <module> ...>
     """
     epochs = int(trial.user_attrs.get("best_epoch") or trial.user_attrs.get("epochs_run", 1))
     seed = trial_seed(spec, trial)

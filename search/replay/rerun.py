@@ -93,11 +93,6 @@ def rerun_trial(
 
     Raises:
         ReplayError: The trial stored no curve to compare with.
-
-    Example:
-        >>> result = rerun_trial(spec, data, study.trials[3])  # doctest: +SKIP
-        >>> result.reproduced  # doctest: +SKIP
-        True
     """
     monitor = spec.monitor
     stored = stored_value(spec, trial)
@@ -140,11 +135,6 @@ def rerun_stored(
     """``capsearch rerun STUDY TRIAL``: re-run a stored trial and say whether it reproduces.
 
     Uses the study file as stored with the study, and ``options``' storage and data settings.
-
-    Example:
-        >>> rerun_stored(load_study("pima_generalize"), SearchOptions(), 7).reproduced
-        ... # doctest: +SKIP
-        True
     """
     run = SearchRun(spec, options, echo=echo)
     trial = pick_trial(run.open_stored(), trial_number)

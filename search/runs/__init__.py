@@ -3,8 +3,6 @@
 Example:
     >>> from search.runs import SearchOptions, run_search
     >>> from search.spec import load_study
-    >>> study = run_search(load_study("overfit30_memorize"), SearchOptions(trials=5))
-    ... # doctest: +SKIP
 """
 
 from search.runs.lifecycle import SearchRun, evaluate_best_on_test, run_search, run_workers

@@ -56,10 +56,6 @@ class SearchRun:
         options: Budget, storage, data and what to report.
         worker: Set for a process running trials beside others.
         echo: Where progress lines go.
-
-    Example:
-        >>> run = SearchRun(load_study("overfit30_memorize"), SearchOptions(trials=5))
-        >>> study = run.search()  # doctest: +SKIP
     """
 
     def __init__(
@@ -271,10 +267,6 @@ def run_search(
         WorkerStopped: SIGINT or SIGTERM stopped the search (the running trial was failed and
             re-queued); a ``KeyboardInterrupt``.
         TrialsKeepFailing: ``max_failures`` trials in a row failed.
-
-    Example:
-        >>> study = run_search(load_study("overfit30_memorize"), SearchOptions(trials=5))
-        ... # doctest: +SKIP
     """
     return SearchRun(spec, options, worker, echo).search()
 
@@ -286,11 +278,6 @@ def run_workers(
 
     Returns:
         0 if every worker exited with 0, else 1.
-
-    Example:
-        >>> run_workers(load_study("overfit30_memorize"), 4, SearchOptions(trials=40))
-        ... # doctest: +SKIP
-        0
     """
     return SearchRun(spec, options, echo=echo).search_with_workers(n)
 

@@ -6,7 +6,8 @@ Example:
     'memorize'
 """
 
-from search.spec.space import Choice, Fixed, FloatRange, IntRange, Param, SpaceError
+from search.errors import SpaceError
+from search.spec.space import Choice, Fixed, FloatRange, IntRange, Param
 from search.spec.studyfile import (
     StudySpec,
     known_studies,

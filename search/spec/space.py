@@ -19,18 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union, cast
 
+from search.errors import SpaceError
+
 if TYPE_CHECKING:
     import optuna
 
 Scalar = Union[int, float, str, bool]
-
-
-class SpaceError(ValueError):
-    """A parameter definition is invalid; ``problem`` says rule, value and fix."""
-
-    def __init__(self, problem: str) -> None:
-        self.problem = problem
-        super().__init__(problem)
 
 
 @dataclass(frozen=True)

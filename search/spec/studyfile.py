@@ -4,11 +4,6 @@ A study file says what to search (``[space]``), on which data (``[data]``), for 
 (``generalize`` or ``memorize``), how long (``trials``, ``timeout``, ``[training]``), how
 (``[sampler]``, ``[pruner]``) and against what (``[[baselines]]``). Every value is checked at load;
 an error names the file, the key and the problem.
-
-Example:
-    >>> spec = load_study("overfit30_memorize")  # doctest: +SKIP
-    >>> spec.objective
-    'memorize'
 """
 
 from __future__ import annotations
@@ -20,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from search.errors import StudyFileError
+from search import settings
+from search.errors import OptionError, SpaceError, StudyFileError
 from search.spec.space import (
     Choice,
     Fixed,
@@ -28,7 +24,6 @@ from search.spec.space import (
     IntRange,
     Kind,
     Param,
-    SpaceError,
     optuna_params_for,
     param_from_config,
 )
@@ -93,7 +88,7 @@ def monitor_of(objective: str) -> str:
 
 
 REQUIRED_SPACE = ("layers", "units", "l2", "dropout", "batch_size", "learning_rate")
-SPACES_DIR = Path(__file__).resolve().parents[2] / "spaces"
+SPACES_DIR = settings.DEFAULT_SPACES_DIR
 
 
 @dataclass(frozen=True)
@@ -196,12 +191,7 @@ class StudySpec:
 
     @property
     def metric_names(self) -> list[str]:
-        """Names of the objectives, as the dashboard shows them.
-
-        Example:
-            >>> load_study("imdb_pareto").metric_names  # doctest: +SKIP
-            ['val_loss', 'param_count']
-        """
+        """Names of the objectives, as the dashboard shows them."""
         loss = self.monitor
         return [loss, "param_count"] if self.minimize_param_count else [loss]
 
@@ -243,7 +233,7 @@ class StudySpec:
 
 def spaces_dir() -> Path:
     """The folder of study files: ``CAPSEARCH_SPACES`` or the ``spaces/`` beside the package."""
-    return Path(os.environ.get("CAPSEARCH_SPACES", SPACES_DIR))
+    return settings.spaces_dir()
 
 
 def known_studies(folder: Path | None = None) -> list[str]:
@@ -428,7 +418,7 @@ class _Validator:
         return HypermodelSpec(module=module, build=build)
 
     def data(self, raw: dict[str, Any]) -> DataSpec:
-        from search.data import OptionError, validate_data_options
+        from search.data import validate_data_options
 
         source = raw.pop("source", None)
         if not isinstance(source, str):

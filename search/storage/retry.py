@@ -65,9 +65,6 @@ def with_retry(
         ValueError: ``attempts`` is below 1.
         Exception: The last exception of ``fn`` once the attempts are used up, or any
             exception that is not a lock conflict.
-
-    Example:
-        >>> study = with_retry(lambda: optuna.load_study(study_name="mlp", storage=storage))
     """
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, got {attempts}")

@@ -73,10 +73,6 @@ def load_stored_study(name: str, storage: str | None) -> StoredStudy:
     Raises:
         StudyNotFoundError: No study ``name`` there (the message lists the stored ones).
         StorageError: The storage cannot be opened (a missing SQLite file included).
-
-    Example:
-        >>> load_stored_study("imdb_generalize", None).study.study_name  # doctest: +SKIP
-        'imdb_generalize'
     """
     url = resolve_storage_url(storage)
     rdb = open_storage(url, create=False)
@@ -103,10 +99,6 @@ def list_studies(url: str) -> list[StudySummaryRow]:
 
     Raises:
         StorageError: The storage cannot be opened or read.
-
-    Example:
-        >>> for row in list_studies("sqlite:///storage/studies.db"):
-        ...     print(row.name, row.n_complete, row.best_value)
     """
     storage = open_storage(url, create=False)
     try:
@@ -182,10 +174,6 @@ def copy_study(name: str, from_url: str, to_url: str, *, allow_running: bool = F
     Raises:
         StorageError: A storage cannot be opened, the source has no such study, the
             destination already has one, the source has RUNNING trials, or the copy failed.
-
-    Example:
-        >>> copy_study("mlp", "sqlite:///storage/studies.db", "postgresql://optuna@db/studies")
-        120
     """
     source = open_storage(from_url, create=False)
     try:
@@ -260,10 +248,6 @@ def delete_study_if_present(url: str, name: str) -> bool:
 
     Raises:
         StorageError: The storage cannot be opened.
-
-    Example:
-        >>> delete_study_if_present("postgresql://optuna@db/studies", "bench-8-1a2b3c4d")
-        True
     """
     storage = open_storage(url)
     try:

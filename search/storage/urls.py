@@ -8,12 +8,13 @@ for anything that may contain a URL.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 from sqlalchemy.engine import make_url
+
+from search import settings
 
 __all__ = [
     "DEFAULT_STORAGE_DIR",
@@ -25,13 +26,13 @@ __all__ = [
     "resolve_storage_url",
 ]
 
-DEFAULT_STORAGE_DIR = Path("storage")
+DEFAULT_STORAGE_DIR = settings.DEFAULT_STORAGE_DIR
 """Folder, relative to the project root (the current folder), of the default SQLite file."""
 
 DEFAULT_STORAGE_FILE = "studies.db"
 """File name of the default SQLite storage inside :data:`DEFAULT_STORAGE_DIR`."""
 
-STORAGE_ENV_VAR = "CAPSEARCH_STORAGE"
+STORAGE_ENV_VAR = settings.STORAGE.name
 """Environment variable that names the storage when ``--storage`` is not given."""
 
 # scheme://user:password@  (also without a user: scheme://:password@)
@@ -73,10 +74,7 @@ def resolve_storage_url(flag: str | None) -> str:
     """
     if flag is not None and flag.strip():
         return flag.strip()
-    env = os.environ.get(STORAGE_ENV_VAR, "").strip()
-    if env:
-        return env
-    return default_storage_url()
+    return settings.storage_url() or default_storage_url()
 
 
 def mask_url(url: str) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import optuna
 
+from search import settings
 from search.distributed.devices import INTRA_OP_ENV
 from search.distributed.launcher import launch_workers
 from search.distributed.liveness import liveness_settings
@@ -145,7 +146,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     with signals.installed():
         if args.report_env:
             cuda = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
-            threads = os.environ.get(INTRA_OP_ENV, "<unset>")
+            intra = settings.intra_op_threads()
+            threads = "<unset>" if intra is None else intra
             print(
                 f"[{worker}] env CUDA_VISIBLE_DEVICES={cuda} {INTRA_OP_ENV}={threads}", flush=True
             )

@@ -99,12 +99,6 @@ def build_model(
 
     Returns:
         A compiled ``keras.Model``.
-
-    Example:
-        >>> model = build_model(
-        ...     {"layers": 2, "units": 16, "activation": "relu", "l2": 0.0, "dropout": 0.5,
-        ...      "learning_rate": 1e-3, "optimizer": "rmsprop"},
-        ...     n_features=10000, task="binary", sparse=True)  # doctest: +SKIP
     """
     import keras
 

@@ -121,10 +121,6 @@ class PreparedData:
         use_shared_graphs: Train models of the searched family in the worker's shared graphs
             (:mod:`search.training.shared_graphs`); when false, every model trains with
             ``model.fit``.
-
-    Example:
-        >>> prepared = PreparedData(dataset)  # doctest: +SKIP
-        >>> history = prepared.fit(model, batch_size=512, epochs=20)  # doctest: +SKIP
     """
 
     def __init__(self, dataset: Dataset, *, use_shared_graphs: bool = True) -> None:
@@ -360,12 +356,6 @@ def _model_parts_stats(model: keras.Model, data: PreparedData, task: Task) -> Pa
 
 
 def prepare_data(spec: StudySpec, options: DataOptions | None = None) -> PreparedData:
-    """Load a study's data set (from cache when possible) and turn it into tensors once.
-
-    Example:
-        >>> data = prepare_data(load_study("overfit30_memorize"))  # doctest: +SKIP
-        >>> data.splits["train"].n  # doctest: +SKIP
-        30
-    """
+    """Load a study's data set (from cache when possible) and turn it into tensors once."""
     context = data_context(spec.path.parent, options)
     return PreparedData(load_dataset(spec.data.source, spec.data.options, context))

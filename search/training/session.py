@@ -54,11 +54,6 @@ def clear_session() -> None:
     Call it between trials, never while a model is being traced (another thread's trace would
     lose its custom gradients). Inside :func:`long_lived_objects_frozen`, what survives the
     collection is frozen too: call it before the next trial creates anything of its own.
-
-    Example:
-        >>> for params in trials:  # doctest: +SKIP
-        ...     clear_session()
-        ...     train(build_model(params))
     """
     global _clears_since_full_collection
     forget_custom_gradients()
@@ -86,10 +81,6 @@ def long_lived_objects_frozen() -> Iterator[None]:
     by reference counting, or, if they sit in reference cycles, at the next full walk: every
     :data:`FULL_COLLECTION_EVERY` calls of :func:`clear_session` and after the block. The
     session is cleared first: the graphs of models trained before would otherwise be frozen.
-
-    Example:
-        >>> with long_lived_objects_frozen():  # doctest: +SKIP
-        ...     run_trials(study, objective, target=100)
     """
     global _freeze_survivors, _clears_since_full_collection
     clear_session()  # collects garbage too

@@ -31,7 +31,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from search.training.model import count_hits, loss_name, summed_loss_and_hits
 from search.training.sparse_dense import SparseInputDense, sparse_matmul
+from search.training.update_rules import UPDATE_RULES, Step, slot_count
 
 if TYPE_CHECKING:
     from search.data import Task
@@ -82,10 +83,6 @@ def shared_graph_plan(model: keras.Model, task: Task) -> GraphPlan | None:
     :class:`~search.training.sparse_dense.SparseInputDense`), each hidden one optionally followed
     by a
     ``Dropout``, in float32, trained by plain RMSprop, Adam or SGD on the task's loss.
-
-    Example:
-        >>> plan = shared_graph_plan(build_model(params, n_features=10, task="binary"), "binary")
-        ...  # doctest: +SKIP
     """
     optimizer = model.optimizer
     if optimizer is None or model.dtype_policy.name != "float32" or model.loss != loss_name(task):
@@ -181,11 +178,6 @@ class SharedGraphs:
 
     Args:
         data: The worker's prepared data; its tensors are captured by the graphs.
-
-    Example:
-        >>> graphs = SharedGraphs(prepared)  # doctest: +SKIP
-        >>> run = graphs.start(plan, seed=0)  # doctest: +SKIP
-        >>> logs = run.train_epoch(rows, starts, ends)  # doctest: +SKIP
     """
 
     def __init__(self, data: PreparedData) -> None:
@@ -216,12 +208,12 @@ class SharedGraphs:
         train = self._data.splits["train"]
         n_layers = len(key.activations)
         weights_spec = _weights_spec(key, train, n_layers)
-        slots_spec = [weights_spec] * _slot_count(key.optimizer)
+        slots_spec = [weights_spec] * slot_count(key.optimizer)
         row_spec = tf.TensorSpec([None], tf.int64)
         scalar = tf.TensorSpec([], tf.float32)
         forward = _forward(key)
         per_sample = keras.losses.get(key.loss)
-        update = _UPDATES[key.optimizer]
+        update = UPDATE_RULES[key.optimizer]
 
         # No AutoGraph: these graphs write their control flow out (tf.while_loop, tf.cond), and
         # converting them took 0.5-1 s of each structure's first trace on IMDB.
@@ -269,7 +261,7 @@ class SharedGraphs:
                     lambda: (data_loss, grads),
                 )
                 number = tf.cast(iterations + tf.cast(i, tf.int64) + 1, tf.float32)
-                step_info = _Step(learning_rate, number, key.optimizer_constants)
+                step_info = Step(learning_rate, number, key.optimizer_constants)
                 weights, slots = update(weights, grads, slots, step_info)
                 count = tf.cast(tf.shape(losses)[0], tf.float64)
                 batch = [
@@ -320,7 +312,7 @@ class TrialRun:
         self._seed = tf.constant(seed, tf.int64)
         self.weights: _Tensors = [tf.convert_to_tensor(v.value) for v in plan.variables]
         self._slots = [
-            [tf.zeros_like(w) for w in self.weights] for _ in range(_slot_count(plan.key.optimizer))
+            [tf.zeros_like(w) for w in self.weights] for _ in range(slot_count(plan.key.optimizer))
         ]
         self._iterations = tf.constant(0, tf.int64)
         self._learning_rate = tf.constant(plan.learning_rate, tf.float32)
@@ -447,56 +439,3 @@ def _dropout(h: tf.Tensor, rate: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         lambda: tf.nn.experimental.stateless_dropout(h, rate=rate, seed=seed),
         lambda: h,
     )
-
-
-class _Step(NamedTuple):
-    """What an update rule needs besides the weights, gradients and slots."""
-
-    learning_rate: tf.Tensor
-    number: tf.Tensor  # the optimizer's iterations + 1, as a float (Adam's bias correction)
-    constants: tuple[float, ...]  # rho, epsilon; beta_1, beta_2, epsilon
-
-
-def _slot_count(optimizer: str) -> int:
-    return {"rmsprop": 1, "adam": 2, "sgd": 0}[optimizer]
-
-
-def _rmsprop(
-    weights: _Tensors, grads: _Tensors, slots: list[_Tensors], step: _Step
-) -> tuple[_Tensors, list[_Tensors]]:
-    # keras.optimizers.RMSprop.update_step, not centered, no momentum.
-    rho, epsilon = step.constants
-    lr = step.learning_rate
-    velocities = [rho * v + (1 - rho) * tf.square(g) for v, g in zip(slots[0], grads, strict=True)]
-    new = [
-        w - (lr * g) / tf.sqrt(v + epsilon)
-        for w, g, v in zip(weights, grads, velocities, strict=True)
-    ]
-    return new, [velocities]
-
-
-def _adam(
-    weights: _Tensors, grads: _Tensors, slots: list[_Tensors], step: _Step
-) -> tuple[_Tensors, list[_Tensors]]:
-    # keras.optimizers.Adam.update_step, no amsgrad.
-    beta_1, beta_2, epsilon = step.constants
-    power = step.number
-    alpha = step.learning_rate * tf.sqrt(1 - tf.pow(beta_2, power)) / (1 - tf.pow(beta_1, power))
-    moments = [m + (g - m) * (1 - beta_1) for m, g in zip(slots[0], grads, strict=True)]
-    velocities = [
-        v + (tf.square(g) - v) * (1 - beta_2) for v, g in zip(slots[1], grads, strict=True)
-    ]
-    new = [
-        w - (m * alpha) / (tf.sqrt(v) + epsilon)
-        for w, m, v in zip(weights, moments, velocities, strict=True)
-    ]
-    return new, [moments, velocities]
-
-
-def _sgd(
-    weights: _Tensors, grads: _Tensors, slots: list[_Tensors], step: _Step
-) -> tuple[_Tensors, list[_Tensors]]:
-    return [w - g * step.learning_rate for w, g in zip(weights, grads, strict=True)], []
-
-
-_UPDATES = {"rmsprop": _rmsprop, "adam": _adam, "sgd": _sgd}

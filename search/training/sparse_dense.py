@@ -180,10 +180,6 @@ def plain_dense_copy(model: keras.Model) -> keras.Model:
     ``model`` itself when it has none. A saved ``.keras`` file then loads with Keras alone (no
     import of this package); the predictions are the same, only the speed of sparse inputs
     differs.
-
-    Example:
-        >>> plain = plain_dense_copy(model)  # doctest: +SKIP
-        >>> plain.save("best.keras")  # doctest: +SKIP
     """
 
     if not any(isinstance(layer, SparseInputDense) for layer in model.layers):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from search.errors import one_line
+
 if TYPE_CHECKING:
     import optuna
 
@@ -19,12 +21,7 @@ RESULTS_HEADING = "## Results"
 
 
 def describe_objective(spec: StudySpec) -> str:
-    """One sentence on what the study minimizes.
-
-    Example:
-        >>> describe_objective(load_study("imdb_generalize"))  # doctest: +SKIP
-        'generalize: minimize the best-epoch validation loss ...'
-    """
+    """One sentence on what the study minimizes."""
     if spec.objective == "generalize":
         text = "generalize: minimize the best-epoch validation loss (data loss, no L2 penalty)"
     else:
@@ -38,13 +35,7 @@ def describe_objective(spec: StudySpec) -> str:
 
 
 def study_note(spec: StudySpec) -> str:
-    """The Markdown description of a study file.
-
-    Example:
-        >>> print(study_note(load_study("overfit30_memorize")))  # doctest: +SKIP
-        # overfit30_memorize
-        ...
-    """
+    """The Markdown description of a study file."""
     lines = [f"# {spec.name}", "", spec.description.strip() or "(no description)", ""]
     lines += [f"**Objective** — {describe_objective(spec)}", ""]
     data = ", ".join(f"{k} = {_value(v)}" for k, v in spec.data.options.items())
@@ -112,11 +103,7 @@ def results_section(study: optuna.Study) -> str:
 
 
 def write_study_note(study: optuna.Study, spec: StudySpec, *, results: bool = False) -> str:
-    """Save the study note (with the results section when ``results``) and return it.
-
-    Example:
-        >>> write_study_note(study, spec, results=True)  # doctest: +SKIP
-    """
+    """Save the study note (with the results section when ``results``) and return it."""
     from optuna_dashboard import save_note
 
     body = study_note(spec)
@@ -160,12 +147,8 @@ def _value(value: Any) -> str:
 
 
 def update_study_note(study: optuna.Study, spec: StudySpec, echo: Any = print) -> None:
-    """Rewrite the note with the results; a failure prints one warning line, nothing more.
-
-    Example:
-        >>> update_study_note(study, spec)  # doctest: +SKIP
-    """
+    """Rewrite the note with the results; a failure prints one warning line, nothing more."""
     try:
         write_study_note(study, spec, results=True)
     except Exception as exc:  # the note is a convenience: never fail a finished search on it
-        echo(f"warning: study note not updated ({type(exc).__name__}: {exc})")
+        echo(f"warning: study note not updated ({type(exc).__name__}: {one_line(exc)})")

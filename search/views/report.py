@@ -3,11 +3,6 @@
 The report (``storage/reports/<study>/report.html`` by default) embeds every figure of
 :mod:`search.views.report_figures` with plotly.js inlined once, so it opens offline; each figure is
 also written as ``<key>.png`` beside it (:mod:`search.views.report_png`).
-
-Example:
-    >>> result = write_report("imdb_generalize")  # doctest: +SKIP
-    >>> result.html
-    PosixPath('storage/reports/imdb_generalize/report.html')
 """
 
 from __future__ import annotations
@@ -20,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
+from search import settings
 from search.errors import StorageError
 from search.storage.opening import open_storage
 from search.storage.urls import DEFAULT_STORAGE_DIR, mask_url, resolve_storage_url
@@ -56,9 +52,6 @@ def load_stored_study(name: str, storage: str | None) -> tuple[optuna.Study, str
 
     Raises:
         StorageError: The storage cannot be opened, or holds no study ``name``.
-
-    Example:
-        >>> study, url = load_stored_study("imdb_generalize", None)  # doctest: +SKIP
     """
     url = resolve_storage_url(storage)
     rdb = open_storage(url, create=False)
@@ -84,14 +77,12 @@ def write_report(
 
     Raises:
         StorageError: Unknown study or unreadable storage.
-
-    Example:
-        >>> write_report("overfit30_memorize").pngs[0].name  # doctest: +SKIP
-        'history.png'
+        SettingsError: ``CAPSEARCH_PNG`` names no renderer (checked before anything is written).
     """
     from search.views.report_figures import build_figures
     from search.views.report_png import write_pngs
 
+    png = png or settings.png_renderer()
     study, url = load_stored_study(name, storage)
     folder = Path(out_dir) if out_dir is not None else REPORTS_DIR / name
     folder.mkdir(parents=True, exist_ok=True)

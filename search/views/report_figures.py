@@ -40,24 +40,14 @@ class ReportFigure:
 
 
 def loss_name(study: optuna.Study) -> str:
-    """``val_loss`` or ``train_loss``: the study's first objective.
-
-    Example:
-        >>> loss_name(study)  # doctest: +SKIP
-        'val_loss'
-    """
+    """``val_loss`` or ``train_loss``: the study's first objective."""
     if study.metric_names:
         return str(study.metric_names[0])
     return "train_loss" if study.user_attrs.get("objective") == "memorize" else "val_loss"
 
 
 def build_figures(study: optuna.Study) -> list[ReportFigure]:
-    """Every figure of the report for ``study``, in reading order.
-
-    Example:
-        >>> [f.key for f in build_figures(study)]  # doctest: +SKIP
-        ['history', 'importances', 'parallel', 'capacity', 'gap', 'curves_original', ...]
-    """
+    """Every figure of the report for ``study``, in reading order."""
     figures = [
         history_figure(study),
         importance_figure(study),

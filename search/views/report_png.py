@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PNG_ENV = "CAPSEARCH_PNG"
+from search import settings
+
+PNG_ENV = settings.PNG.name
 WIDTH, HEIGHT = 1100, 650
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -26,12 +28,7 @@ _logger = logging.getLogger(__name__)
 
 
 def find_browser() -> str | None:
-    """The Chromium kaleido can use: ``$BROWSER_PATH`` or one on ``PATH``.
-
-    Example:
-        >>> find_browser()  # doctest: +SKIP
-        '/usr/bin/chromium'
-    """
+    """The Chromium kaleido can use: ``$BROWSER_PATH`` or one on ``PATH``."""
     env = os.environ.get("BROWSER_PATH")
     if env and Path(env).exists():
         return env
@@ -51,11 +48,11 @@ def write_pngs(figures: Sequence[Any], paths: Sequence[Path], renderer: str | No
         renderer: ``kaleido``, ``matplotlib`` or ``auto`` (default: ``$CAPSEARCH_PNG``, else
             ``auto``: kaleido when a browser is found and it works, else matplotlib).
 
-    Example:
-        >>> write_pngs([figure], [Path("out/history.png")])  # doctest: +SKIP
-        'kaleido'
+    Raises:
+        ValueError: ``renderer`` is none of the three.
+        SettingsError: ``CAPSEARCH_PNG`` is none of the three.
     """
-    choice = (renderer or os.environ.get(PNG_ENV) or "auto").lower()
+    choice = (renderer or settings.png_renderer()).lower()
     if choice not in ("auto", "kaleido", "matplotlib"):
         raise ValueError(f"unknown PNG renderer {choice!r}; use auto, kaleido or matplotlib")
     if choice != "matplotlib":
@@ -87,12 +84,7 @@ def _kaleido(figures: Sequence[Any], paths: Sequence[Path], browser: str | None)
 
 
 def draw_with_matplotlib(figure: Any, path: Path) -> Path:
-    """Draw a plotly figure's scatter and bar traces with matplotlib (the fallback renderer).
-
-    Example:
-        >>> draw_with_matplotlib(figure, Path("capacity.png"))  # doctest: +SKIP
-        PosixPath('capacity.png')
-    """
+    """Draw a plotly figure's scatter and bar traces with matplotlib (the fallback renderer)."""
     from matplotlib.figure import Figure
 
     layout = figure.layout

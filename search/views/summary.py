@@ -102,9 +102,6 @@ def smallest_within(study: optuna.Study, percent: float) -> tuple[FrozenTrial, F
 
     Returns:
         ``(smallest, best)``, or None when no trial completed.
-
-    Example:
-        >>> small, best = smallest_within(study, 5.0)  # doctest: +SKIP
     """
     best = best_trial(study)
     if best is None:
@@ -119,15 +116,7 @@ def smallest_within(study: optuna.Study, percent: float) -> tuple[FrozenTrial, F
 
 
 def pareto_lines(study: optuna.Study, percents: Sequence[float] = (1, 5, 10)) -> list[str]:
-    """The Pareto front sorted by parameter count, and the smallest model near the best loss.
-
-    Example:
-        >>> for line in pareto_lines(study): print(line)  # doctest: +SKIP
-        Pareto front (val_loss, param_count), smallest model first:
-          trial  val_loss  param_count  params
-          3      0.2894    1,234        layers=1 units=8 ...
-        smallest model within 5 % of the best loss 0.2801: trial 3 (0.2894, 1,234 parameters)
-    """
+    """The Pareto front sorted by parameter count, and the smallest model near the best loss."""
     front = pareto_front(study)
     if not front:
         return []

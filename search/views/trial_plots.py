@@ -18,7 +18,6 @@ SQLite storage at ``P``, the folder ``artifacts`` beside ``P``; else ``storage/a
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -26,12 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from search import settings
+from search.errors import first_line
 from search.storage.urls import DEFAULT_STORAGE_DIR
 
 if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
 
-ARTIFACTS_ENV = "CAPSEARCH_ARTIFACTS"
+ARTIFACTS_ENV = settings.ARTIFACTS.name
 PLOT_ATTR = "plot_artifact"
 LOG_DECADES = 2.0
 
@@ -45,9 +46,9 @@ def artifact_dir(storage_url: str) -> Path:
         >>> artifact_dir("sqlite:////data/runs/studies.db")  # with CAPSEARCH_ARTIFACTS unset
         PosixPath('/data/runs/artifacts')
     """
-    env = os.environ.get(ARTIFACTS_ENV)
-    if env:
-        return Path(env)
+    env = settings.artifacts_dir()
+    if env is not None:
+        return env
     from sqlalchemy.engine import make_url
 
     try:
@@ -61,11 +62,7 @@ def artifact_dir(storage_url: str) -> Path:
 
 
 def open_artifact_store(storage_url: str) -> FileSystemArtifactStore:
-    """The :class:`~optuna.artifacts.FileSystemArtifactStore` of a storage (folder created).
-
-    Example:
-        >>> store = open_artifact_store("sqlite:///storage/studies.db")  # doctest: +SKIP
-    """
+    """The :class:`~optuna.artifacts.FileSystemArtifactStore` of a storage (folder created)."""
     from optuna.artifacts import FileSystemArtifactStore
 
     folder = artifact_dir(storage_url)
@@ -179,12 +176,7 @@ def _nan(values: list[float | None]) -> list[float]:
 
 
 def trial_title(study_name: str, trial: optuna.Trial, state: str) -> str:
-    """``imdb_generalize trial 7 (COMPLETE, baseline original)`` and its parameters below.
-
-    Example:
-        >>> trial_title("s", trial, "PRUNED")  # doctest: +SKIP
-        's trial 3 (PRUNED)\\nlayers=1 units=8 ...'
-    """
+    """``imdb_generalize trial 7 (COMPLETE, baseline original)`` and its parameters below."""
     from search.views.summary import format_params, trial_params
 
     attrs = trial.user_attrs
@@ -203,10 +195,6 @@ def store_trial_plot(
 
     Returns:
         The artifact id; the dashboard serves it at ``/artifacts/<study_id>/<trial_id>/<id>``.
-
-    Example:
-        >>> store_trial_plot(trial, "COMPLETE", open_artifact_store(url))  # doctest: +SKIP
-        '0c8e6b9a-...'
     """
     from optuna.artifacts import upload_artifact
 
@@ -228,10 +216,6 @@ class TrialPlots:
         objective: The study's objective (:class:`search.engine.objective.Objective`).
         store: An Optuna artifact store (:func:`open_artifact_store`).
         echo: Where the warning line of a failed plot goes.
-
-    Example:
-        >>> objective = TrialPlots(Objective(spec, data), open_artifact_store(url))
-        ... # doctest: +SKIP
     """
 
     def __init__(
@@ -255,7 +239,7 @@ class TrialPlots:
         try:
             return store_trial_plot(trial, state, self.store)
         except Exception as exc:  # a plot must never fail the trial
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            first = first_line(exc)
             self.echo(
                 f"warning: trial {trial.number}: plot artifact not stored "
                 f"({type(exc).__name__}{': ' + first[:160] if first else ''})"
