@@ -157,22 +157,16 @@ def test_not_a_database_file(tmp_path: Path) -> None:
 
 
 def test_heartbeat_options_are_passed_through(tmp_path: Path) -> None:
-    storage = open_storage(
-        _sqlite_url(tmp_path / "h.db"),
-        heartbeat_interval=5,
-        grace_period=20,
-        failed_trial_max_retry=3,
-    )
+    storage = open_storage(_sqlite_url(tmp_path / "h.db"), heartbeat_interval=5, grace_period=20)
     try:
         assert storage.get_heartbeat_interval() == 5
         assert storage.grace_period == 20
-        callback = storage.get_heartbeat_stale_trial_callback()
-        assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
-        assert callback._max_retry == 3
+        # Stale trials are failed and re-queued by search.distributed.liveness alone.
+        assert storage.get_heartbeat_stale_trial_callback() is None
     finally:
         _dispose(storage)
-    with pytest.raises(StorageError, match="heartbeat_interval"):
-        open_storage(_sqlite_url(tmp_path / "h.db"), failed_trial_max_retry=3)
+    with pytest.raises(StorageError, match="grace_period"):
+        open_storage(_sqlite_url(tmp_path / "h.db"), heartbeat_interval=5, grace_period=0)
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import pytest
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from search._compat import optuna as optuna_compat
 from search.distributed.devices import INTRA_OP_ENV, available_cpus
 from search.distributed.liveness import GRACE_ENV, HEARTBEAT_ENV, liveness_settings, requeue_trial
 from search.distributed.trial_attrs import fail_reason
@@ -445,6 +447,48 @@ def test_orphan_running_trial_without_heartbeat_does_not_hold_the_budget(
     assert "no heartbeat" in trials[0].user_attrs["fail_reason"]
     assert sum(t.state in FINISHED for t in trials) == 2
     assert any("trial 0 of worker ? FAIL" in line for line in lines)
+
+
+def test_a_dead_workers_trial_is_requeued_once_by_the_liveness_check(storage_url: str) -> None:
+    # One re-queue path: the worker storage has no Optuna retry callback, so only
+    # search.distributed.liveness re-queues a stale trial (with its reason and max_retry).
+    liveness = liveness_settings(1, 3, 3)
+    storage = open_worker_storage(storage_url, liveness)
+    assert storage.get_heartbeat_stale_trial_callback() is None
+    study = optuna.create_study(study_name="dead", storage=storage)
+    study.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params={"x": 1.0, "k": 2},
+            distributions={
+                "x": optuna.distributions.FloatDistribution(-10, 10),
+                "k": optuna.distributions.IntDistribution(0, 5),
+            },
+            user_attrs={"worker": "w0"},
+        )
+    )
+    dead_id = optuna_compat.trial_id(study.get_trials()[0])
+    storage.record_heartbeat(dead_id)
+    with storage.engine.begin() as connection:  # its worker died a minute ago (SQLite: UTC)
+        connection.execute(
+            sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = :t WHERE trial_id = :i"),
+            {"t": datetime.datetime.utcnow() - datetime.timedelta(minutes=1), "i": dead_id},
+        )
+    lines: list[str] = []
+    result = run_trials(
+        study, NullObjective(), target=2, worker="w1", echo=lines.append, liveness=liveness
+    )
+    assert (result.reason, result.stale, result.requeued) == ("budget", 1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # Optuna's own check (study.optimize runs it)
+    trials = study.get_trials()
+    assert _states(trials) == {"FAIL": 1, "COMPLETE": 2}
+    assert "no heartbeat for more than 3 s" in trials[0].system_attrs["fail_reason"]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert retry.params == {"x": 1.0, "k": 2} and retry.user_attrs["worker"] == "w1"
+    (line,) = [line for line in lines if "trial 0 of worker w0 FAIL" in line]
+    assert "re-queued (retry 1/3)" in line
 
 
 def test_nan_and_exception_store_reasons_and_the_worker_goes_on(tmp_path: Path) -> None:

@@ -223,26 +223,20 @@ def _weights_only_loads() -> Iterator[None]:
 
 def _deadline_tuner(base: type, deadline: float | None) -> type:
     """``base`` that creates no trial once ``deadline`` (``time.monotonic``) has passed."""
+    from search._compat.keras_tuner import TunerHooks  # KerasTuner
     from search.training.session import forget_custom_gradients  # TensorFlow
 
-    class DeadlineTuner(base):  # type: ignore[misc, valid-type]
+    class DeadlineTuner(TunerHooks, base):  # type: ignore[misc, valid-type]
         def pre_create_trial(self) -> None:
             super().pre_create_trial()
             if deadline is not None and time.monotonic() >= deadline and self.oracle.trials:
                 self.oracle.max_trials = len(self.oracle.trials)  # the oracle stops here
 
-        def _try_build(self, hp: Any) -> Any:
+        def before_build(self) -> None:
             # KerasTuner clears the Keras session before each build; the graphs TensorFlow's
-            # gradient registry still holds go too (see search.training.session), so memory stays
-            # flat.
+            # gradient registry still holds go too (see search.training.session), so memory
+            # stays flat.
             forget_custom_gradients()
-            return super()._try_build(hp)
-
-        def _configure_tensorboard_dir(self, callbacks: list[Any], *args: Any) -> None:
-            # keras-tuner 1.4 imports tensorboard on every trial under TensorFlow, which 2.21 no
-            # longer installs; it is needed only to patch a TensorBoard callback.
-            if any(type(c).__name__ == "TensorBoard" for c in callbacks):
-                super()._configure_tensorboard_dir(callbacks, *args)
 
     DeadlineTuner.__name__ = base.__name__
     return DeadlineTuner

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
-import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from search import settings
+from search._compat import optuna as optuna_compat
 from search.distributed.trial_attrs import _REASON_ATTRS, WORKER_ATTR, fail_reason
 from search.errors import FatalError
 from search.storage.urls import mask_text
@@ -174,7 +174,7 @@ def _fail_stale_trials(
     """Mark FAIL the RUNNING trials whose worker died and re-queue them (under the lock)."""
     if rdb is None or rdb.get_heartbeat_interval() is None:
         return
-    stale = set(rdb._get_stale_trial_ids(study._study_id)) | _orphans(study, rdb, liveness)
+    stale = set(optuna_compat.stale_trial_ids(rdb, study)) | _orphans(study, rdb, liveness)
     for trial_id in sorted(stale):
         trial = rdb.get_trial(trial_id)
         if trial.state != TrialState.RUNNING:
@@ -203,16 +203,9 @@ def _orphans(study: optuna.Study, rdb: optuna.storages.RDBStorage, liveness: Liv
     cutoff = datetime.datetime.now() - datetime.timedelta(
         seconds=liveness.grace_period + ORPHAN_MARGIN_S
     )
-    old = [
-        t._trial_id
+    old = {
+        optuna_compat.trial_id(t)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if t.datetime_start is not None and t.datetime_start < cutoff
-    ]
-    if not old:
-        return set()
-    query = sqlalchemy.text(
-        "SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids"
-    ).bindparams(sqlalchemy.bindparam("ids", expanding=True))
-    with rdb.engine.connect() as connection:
-        beating = {row[0] for row in connection.execute(query, {"ids": old})}
-    return set(old) - beating
+    }
+    return old - optuna_compat.beating_trial_ids(rdb, old)

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
+from search._compat import optuna as optuna_compat
 from search.errors import first_line
 
 __all__ = ["WORKER_ATTR", "fail_reason"]
@@ -40,7 +41,7 @@ def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any], *, system: bool = Fal
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
             if system:
-                trial.storage.set_trial_system_attr(trial._trial_id, key, value)
+                trial.storage.set_trial_system_attr(optuna_compat.trial_id(trial), key, value)
     except optuna.exceptions.UpdateFinishedTrialError:
         pass
 

@@ -19,34 +19,12 @@ import optuna
 import sqlalchemy
 
 from search import settings
+from search._compat import optuna as optuna_compat
 from search.distributed.liveness import Liveness
 from search.storage.opening import open_storage
 from search.storage.retry import _is_transient, with_retry
 
 __all__ = ["RetryStats", "open_worker_storage"]
-
-# Every RDBStorage method below is one database transaction: a lock conflict rolls it back
-# whole, so calling it again is safe (trial creation included).
-_RETRIED_METHODS = (
-    "create_new_trial",
-    "set_trial_param",
-    "set_trial_state_values",
-    "set_trial_intermediate_value",
-    "set_trial_user_attr",
-    "set_trial_system_attr",
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "record_heartbeat",
-    "get_trial",
-    "get_all_trials",
-    "_get_trials",
-    "_get_stale_trial_ids",
-    "get_n_trials",
-    "get_study_id_from_name",
-    "get_study_user_attrs",
-    "get_study_system_attrs",
-    "get_all_studies",
-)
 
 
 @dataclass
@@ -67,7 +45,6 @@ def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStor
         url,
         heartbeat_interval=liveness.heartbeat_interval,
         grace_period=liveness.grace_period,
-        failed_trial_max_retry=liveness.max_retry,
     )
     stats = RetryStats()
 
@@ -86,8 +63,9 @@ def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStor
 
         return retried
 
-    for name in _RETRIED_METHODS:
-        setattr(storage, name, wrap(getattr(storage, name)))
+    # Each of these methods is one transaction: a conflict rolls it back whole, so it is safe
+    # to call again (trial creation included).
+    optuna_compat.wrap_storage_methods(storage, wrap)
     storage.capsearch_retries = stats  # type: ignore[attr-defined]
     database = storage.engine.url.database
     if storage.engine.dialect.name == "sqlite" and database and database != ":memory:":
@@ -127,10 +105,3 @@ def _postgresql_asynchronous_commit(dbapi_connection: Any, record: Any) -> None:
     with dbapi_connection.cursor() as cursor:
         cursor.execute("SET synchronous_commit = off")
     dbapi_connection.commit()
-
-
-def _rdb(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    """The RDBStorage under a study (Optuna wraps it in a cache), or None for other storages."""
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, optuna.storages.RDBStorage) else None

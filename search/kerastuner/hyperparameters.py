@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import keras_tuner
 import optuna
-from keras_tuner.engine import hyperparameters as kt_types
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -19,6 +18,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from search._compat import keras_tuner as kt_compat
 from search.errors import HypermodelError, one_line
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ def mirror_of(hp: Any) -> Mirror | None:
         HypermodelError: A type or range Optuna cannot represent.
 
     Example:
-        >>> mirror_of(kt_types.Int("units", 4, 62, step=4)).distribution
+        >>> mirror_of(kt_compat.Int("units", 4, 62, step=4)).distribution
         IntDistribution(high=60, log=False, low=4, step=4)
     """
     try:
@@ -98,18 +98,18 @@ def mirror_of(hp: Any) -> Mirror | None:
 
 def _mirror(hp: Any) -> Mirror | None:
     name = hp.name
-    if isinstance(hp, kt_types.Fixed):
+    if isinstance(hp, kt_compat.Fixed):
         return None
-    if isinstance(hp, kt_types.Boolean):
+    if isinstance(hp, kt_compat.Boolean):
         return Mirror(name, CategoricalDistribution([False, True]))
-    if isinstance(hp, kt_types.Choice):
+    if isinstance(hp, kt_compat.Choice):
         return Mirror(name, CategoricalDistribution(list(hp.values)))
-    if not isinstance(hp, (kt_types.Int, kt_types.Float)):
+    if not isinstance(hp, (kt_compat.Int, kt_compat.Float)):
         raise HypermodelError(
             f"hyperparameter {name!r}: {type(hp).__name__} has no Optuna form; use hp.Int, "
             "hp.Float, hp.Choice, hp.Boolean or hp.Fixed."
         )
-    integer = isinstance(hp, kt_types.Int)
+    integer = isinstance(hp, kt_compat.Int)
     low, high, step, sampling = hp.min_value, hp.max_value, hp.step, hp.sampling
     if sampling not in ("linear", "log", "reverse_log"):
         raise HypermodelError(
@@ -144,7 +144,7 @@ def _grid(low: float, high: float, step: float, sampling: str, integer: bool) ->
     return [int(v) for v in values] if integer else values
 
 
-class MirroringHyperParameters(keras_tuner.HyperParameters):
+class MirroringHyperParameters(kt_compat.DeclarationHookHyperParameters):
     """KerasTuner's own bookkeeping (names, scopes, conditions); new values from :meth:`_pick`.
 
     ``mirrors`` holds the Optuna form of every declaration seen, active or not.
@@ -176,11 +176,10 @@ class MirroringHyperParameters(keras_tuner.HyperParameters):
         with _explained(name):
             return super().Fixed(name, *args, **kwargs)
 
-    def _register(self, hyperparameter: Any, overwrite: bool = False) -> Any:
-        name = hyperparameter.name
-        known = name in self.values
-        value = super()._register(hyperparameter, overwrite)  # None when inactive
-        mirror = mirror_of(self._space[-1])
+    def declared(self, hp: Any, value: Any, *, first: bool) -> Any:
+        """Record the declaration's Optuna form; pick the value of a new, active one."""
+        name = hp.name
+        mirror = mirror_of(hp)
         previous = self.mirrors.get(name)
         if mirror is not None and previous is not None and previous != mirror:
             raise HypermodelError(
@@ -189,9 +188,9 @@ class MirroringHyperParameters(keras_tuner.HyperParameters):
             )
         if mirror is not None:
             self.mirrors[name] = mirror
-        if value is None or mirror is None or (known and not overwrite):
+        if value is None or mirror is None or not first:
             return value  # inactive (KerasTuner returns None), fixed, or already chosen
-        self.values[name] = self._pick(mirror, self._space[-1])
+        self.values[name] = self._pick(mirror, hp)
         return self.values[name]
 
     def _pick(self, mirror: Mirror, hp: Any) -> Any:

@@ -259,7 +259,6 @@ def open_storage(
     *,
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
-    failed_trial_max_retry: int | None = None,
     create: bool = True,
 ) -> optuna.storages.RDBStorage:
     """Open an Optuna storage, checking the URL and the database first.
@@ -273,10 +272,10 @@ def open_storage(
         url: Storage URL (``sqlite:///path.db``, ``postgresql://...``, ``mysql+pymysql://...``).
         heartbeat_interval: Seconds between heartbeats of running trials; enables the detection
             of trials whose worker died.
-        grace_period: Seconds without heartbeat after which a running trial is marked failed
-            (Optuna's default is twice ``heartbeat_interval``).
-        failed_trial_max_retry: Re-queue a trial whose worker died up to this many times. Needs
-            ``heartbeat_interval``.
+        grace_period: Seconds without heartbeat after which a running trial is stale
+            (Optuna's default is twice ``heartbeat_interval``). Failing and re-queueing stale
+            trials is left to :mod:`search.distributed.liveness`: the storage gets no Optuna
+            retry callback, so that a dead worker's trial is re-queued once, with its reason.
         create: When False, a missing SQLite file is an error (and is not created) and no
             tables are created.
 
@@ -297,16 +296,9 @@ def open_storage(
     for name, value, lowest in (
         ("heartbeat_interval", heartbeat_interval, 1),
         ("grace_period", grace_period, 1),
-        ("failed_trial_max_retry", failed_trial_max_retry, 0),
     ):
         if value is not None and (type(value) is not int or value < lowest):
             raise _fail(url, f"{name}={value!r} is not allowed", f"use an integer >= {lowest}")
-    if failed_trial_max_retry is not None and heartbeat_interval is None:
-        raise _fail(
-            url,
-            f"failed_trial_max_retry={failed_trial_max_retry} has no effect without heartbeats",
-            "set heartbeat_interval too",
-        )
 
     engine_kwargs: dict[str, Any]
     if backend == "sqlite":
@@ -323,21 +315,9 @@ def open_storage(
         "skip_table_creation": not create,
     }
     with warnings.catch_warnings():
-        # Heartbeats and their retry callback are "experimental" in Optuna 5; the warning only
-        # adds noise to every worker's log.
+        # Heartbeats are "experimental" in Optuna 5; the warning only adds noise to every
+        # worker's log.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if failed_trial_max_retry is not None:
-            # Optuna 4.9 renamed failed_trial_callback / RetryFailedTrialCallback (deprecated,
-            # removed in 6.0) to heartbeat_stale_trial_callback / RetryHeartbeatStaleTrialCallback.
-            retry_cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-            if retry_cls is not None:
-                options["heartbeat_stale_trial_callback"] = retry_cls(
-                    max_retry=failed_trial_max_retry
-                )
-            else:  # Optuna < 4.9
-                options["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(
-                    max_retry=failed_trial_max_retry
-                )
         real_url = parsed.render_as_string(hide_password=False)
         _precheck(url, real_url, engine_kwargs, backend=backend, create=create)
         try:

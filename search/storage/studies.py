@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import optuna
 import sqlalchemy.exc
 
+from search._compat import optuna as optuna_compat
 from search.errors import StorageError, StudyNotFoundError
 from search.storage.opening import _fail, _reason, open_storage
 from search.storage.urls import mask_text, mask_url, resolve_storage_url
@@ -104,7 +105,7 @@ def list_studies(url: str) -> list[StudySummaryRow]:
     try:
         rows = []
         for study in storage.get_all_studies():
-            trials = storage.get_all_trials(study._study_id, deepcopy=False)
+            trials = storage.get_all_trials(optuna_compat.study_id(study), deepcopy=False)
             states = Counter(t.state for t in trials)
             directions = tuple(d.name.lower() for d in study.directions)
             best: float | None = None

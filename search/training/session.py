@@ -31,14 +31,16 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import keras
-from tensorflow.python.eager import context
-from tensorflow.python.framework import ops
 
-# The prefix tf.custom_gradient gives its registrations (custom_gradient.generate_name).
-_CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
+from search._compat.tensorflow import (
+    CUSTOM_GRADIENT_PREFIX,
+    gradient_registrations,
+    kernel_cache_kept,
+)
+
 # Set inside long_lived_objects_frozen: clear_session then freezes what survives its collection.
 _freeze_survivors = False
 _clears_since_full_collection = 0
@@ -62,7 +64,7 @@ def clear_session() -> None:
         if _clears_since_full_collection >= FULL_COLLECTION_EVERY:
             _clears_since_full_collection = 0
             gc.unfreeze()  # this collection walks everything: what died frozen goes too
-    with _kernel_cache_kept():
+    with kernel_cache_kept():
         keras.backend.clear_session()  # collects garbage: the freed graphs go now
     if _freeze_survivors:
         gc.freeze()
@@ -93,20 +95,9 @@ def long_lived_objects_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-@contextlib.contextmanager
-def _kernel_cache_kept() -> Iterator[None]:
-    # Keras calls context().clear_kernel_cache(); an instance attribute shadows the method.
-    tf_context = context.context()
-    tf_context.clear_kernel_cache = lambda: None
-    try:
-        yield
-    finally:
-        del tf_context.clear_kernel_cache
-
-
 def forget_custom_gradients() -> int:
     """Drop every ``tf.custom_gradient`` registration made so far; returns how many."""
-    registrations = _gradient_registrations()
+    registrations = gradient_registrations()
     names = _custom_gradient_names(registrations)
     for name in names:
         del registrations[name]
@@ -115,14 +106,8 @@ def forget_custom_gradients() -> int:
 
 def custom_gradient_count() -> int:
     """How many ``tf.custom_gradient`` registrations TensorFlow holds (tests watch it)."""
-    return len(_custom_gradient_names(_gradient_registrations()))
+    return len(_custom_gradient_names(gradient_registrations()))
 
 
-def _custom_gradient_names(registrations: dict[str, object]) -> list[str]:
-    return [name for name in registrations if name.startswith(_CUSTOM_GRADIENT_PREFIX)]
-
-
-def _gradient_registrations() -> dict[str, object]:
-    # Private TensorFlow state: a dict from op type to its registered gradient function.
-    registrations: dict[str, object] = ops._gradient_registry._registry  # noqa: SLF001
-    return registrations
+def _custom_gradient_names(registrations: Mapping[str, object]) -> list[str]:
+    return [name for name in registrations if name.startswith(CUSTOM_GRADIENT_PREFIX)]
