@@ -23,7 +23,7 @@ endif
 opt = $(if $(2),$(1) $(2))
 STORAGE_OPT = $(call opt,--storage,$(STORAGE))
 
-.PHONY: install search list show validate dashboard report workers test lint format bench bench-storage bench-search clean-venv
+.PHONY: install search list show validate dashboard report verdict workers test lint format bench bench-storage bench-search clean-venv
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,10 @@ report: install
 	@if [ -z "$(STUDY)" ]; then echo "usage: make report STUDY=<name> [STORAGE=url] [OUT=dir]"; exit 2; fi
 	$(BIN)/capsearch report $(STUDY) $(STORAGE_OPT) $(call opt,--out,$(OUT))
 
+verdict: install
+	@if [ -z "$(STUDY)" ]; then echo "usage: make verdict STUDY=<name> [N=workers] [STORAGE=url]"; exit 2; fi
+	$(BIN)/capsearch verdict $(STUDY) -n $(N) $(STORAGE_OPT)
+
 workers: install
 	$(BIN)/capsearch workers $(STUDY) -n $(N) $(call opt,--trials,$(TRIALS)) $(call opt,--timeout,$(TIMEOUT)) $(STORAGE_OPT)
 
@@ -78,6 +82,7 @@ bench: install
 
 bench-storage: install
 	$(BIN)/python -m benchmarks.bench_storage --trials 400 --out BENCHMARKS.md
+	$(BIN)/python -m benchmarks.bench_storage --proxy --workers 8 32 64 --trials 640 --out BENCHMARKS.md
 
 bench-search: install
 	$(BIN)/python -m benchmarks.bench_search --budget $(BUDGET) --seeds $(SEEDS) $(BENCH_ARGS)

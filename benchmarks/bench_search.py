@@ -114,10 +114,10 @@ def run_optuna_workers(
     import optuna
 
     from search.distributed.launcher import launch_workers
-    from search.storage.opening import open_storage
+    from search.storage.opening import close_storage, open_storage
 
     url = f"sqlite:///{storage_dir / 'capsearch_workers.db'}"
-    open_storage(url).engine.dispose()  # the tables, once, as `capsearch workers` makes them
+    close_storage(open_storage(url))  # the tables, once, as `capsearch workers` makes them
 
     def argv_for(worker: str) -> list[str]:
         argv = [sys.executable, "-m", "benchmarks.bench_search", "--budget", str(budget)]

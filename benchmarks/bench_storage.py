@@ -18,9 +18,16 @@ start barrier), so the figures measure trials rather than 8 processes importing 
 shared cores; ``--no-barrier`` lets each start as soon as it can. Before each PostgreSQL run the
 database is vacuumed (:func:`vacuum`), as autovacuum would do on a production server.
 
+With ``--proxy``, the second table: 8, 32 and 64 workers on one study, directly on PostgreSQL
+and through ``capsearch proxy`` (Optuna's gRPC storage proxy), each run in a database of its
+own on the server (created and dropped here), so that ``pg_stat_activity`` counts only the
+run's connections: peak server connections (sampled every 50 ms), server CPU per trial (the
+CPU time of the run's PostgreSQL backends, plus the proxy process's), exact budget, errors.
+
 Example:
     $ python -m benchmarks.bench_storage --trials 400
     $ python benchmarks/bench_storage.py --workers 1 8 --no-postgres
+    $ python -m benchmarks.bench_storage --proxy --workers 8 32 64 --trials 640
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 SECTION = "## Storage: trials per second with N workers on one study"
+PROXY_SECTION = "## Storage: 8 to 64 workers, PostgreSQL directly and through the gRPC proxy"
+PROXY_COMMAND = "python -m benchmarks.bench_storage --proxy --workers 8 32 64 --trials 640"
 COMMAND = "python -m benchmarks.bench_storage --trials 400 --out BENCHMARKS.md"
 PG_URL = os.environ.get("CAPSEARCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -133,6 +142,172 @@ def row(backend: str, workers: int, trials: int, runs: list[dict[str, Any]], not
     )
 
 
+class ServerSampler:
+    """Samples the connections and backend CPU of one database in a thread, every 50 ms."""
+
+    def __init__(self, admin_url: str, database: str) -> None:
+        import threading
+
+        self.engine = _engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.database = database
+        self.peak = 0
+        self.cpu: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ServerSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
+
+    def _run(self) -> None:
+        import psutil
+        import sqlalchemy
+
+        query = sqlalchemy.text("SELECT pid FROM pg_stat_activity WHERE datname = :d")
+        with self.engine.connect() as connection:
+            while not self._stop.wait(0.05):
+                pids = [row[0] for row in connection.execute(query, {"d": self.database})]
+                self.peak = max(self.peak, len(pids))
+                for pid in pids:
+                    try:
+                        times = psutil.Process(pid).cpu_times()
+                    except (psutil.Error, OSError):
+                        continue
+                    self.cpu[pid] = max(self.cpu.get(pid, 0.0), times.user + times.system)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu.values())
+
+
+def proxy_compare(args: argparse.Namespace) -> int:
+    """The second table: direct PostgreSQL versus the proxy, 8 to 64 workers."""
+    import psutil
+    import sqlalchemy
+
+    admin = _engine(PG_URL, isolation_level="AUTOCOMMIT")
+    lines: list[str] = []
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    emit(
+        f"{os.cpu_count()} cores (shared with the server and the proxy), null objective, "
+        f"{args.trials} trials per run, workers, proxy and server on one host (loopback)\n"
+    )
+    emit(
+        "| storage | workers | trials/s | ms/trial/worker | peak server connections | "
+        "server CPU ms/trial | finished (target) | other trials | errors |"
+    )
+    emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    for backend in ("postgresql", "proxy"):
+        for workers in args.workers:
+            database = f"capsearch_bench_{uuid.uuid4().hex[:8]}"
+            with admin.connect() as connection:
+                connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
+            db_url = PG_URL.rsplit("/", 1)[0] + f"/{database}"
+            proxy: subprocess.Popen[str] | None = None
+            proxy_cpu = 0.0
+            try:
+                url = db_url
+                if backend == "proxy":
+                    proxy, url = _start_proxy(db_url)
+                with ServerSampler(PG_URL, database) as sampler:
+                    try:
+                        run = run_one(
+                            url, "bench", workers, args.trials, barrier=not args.no_barrier
+                        )
+                    except RuntimeError as exc:  # e.g. the server's max_connections reached
+                        run = {"failed": _why(str(exc))}
+                    if proxy is not None:
+                        times = psutil.Process(proxy.pid).cpu_times()
+                        proxy_cpu = times.user + times.system
+            finally:
+                if proxy is not None:
+                    proxy.terminate()
+                    proxy.communicate(timeout=60)
+                with admin.connect() as connection:
+                    connection.execute(
+                        sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                    )
+            if "failed" in run:
+                emit(
+                    f"| {backend} | {workers} | – | – | {sampler.peak} | – | failed: "
+                    f"{run['failed']} | – | 1 |"
+                )
+                continue
+            trials = int(run["trials"])
+            errors = int(run["lock_errors"]) + int(run["exit"] != 0)
+            cpu_ms = 1000 * (sampler.cpu_seconds + proxy_cpu) / max(trials, 1)
+            results[(backend, workers)] = {**run, "peak": sampler.peak}
+            emit(
+                f"| {backend} | {workers} | {1000 / ms_per_trial(run):.1f} | "
+                f"{run['ms_per_trial_worker']:.1f} | {sampler.peak} | {cpu_ms:.1f}"
+                f"{f' ({1000 * proxy_cpu / max(trials, 1):.1f} proxy)' if proxy else ''} | "
+                f"{run['finished']} ({args.trials}) | {trials - int(run['finished'])} | {errors} |"
+            )
+    admin.dispose()
+    low, high = min(args.workers), max(args.workers)
+    via = results.get(("proxy", high))
+    if via is not None and ("proxy", low) in results:
+        rate = {w: 1000 / ms_per_trial(results[("proxy", w)]) for w in (low, high)}
+        emit(
+            f"\nThrough the proxy at {high} workers: finished {via['finished']} of {args.trials}, "
+            f"peak {via['peak']} server connections (goal <= 20: "
+            f"{'met' if via['peak'] <= 20 else 'not met'}), "
+            f"{via['lock_errors']} lock errors; {rate[high]:.1f} trials/s at {high} against "
+            f"{rate[low]:.1f} at {low} "
+            f"(goal >=: {'met' if rate[high] >= rate[low] else 'not met'})."
+        )
+    if args.out is not None:
+        from benchmarks.bench_search import merge_section
+
+        section = "\n".join(
+            [PROXY_SECTION, "", f"`{PROXY_COMMAND}` on {time.strftime('%Y-%m-%d')}:", ""]
+        )
+        section += "\n" + "\n".join(lines) + "\n"
+        old = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(merge_section(old, section, PROXY_SECTION))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _why(output: str) -> str:
+    """The first telling line of a failed launch (e.g. PostgreSQL's "too many clients")."""
+    for marker in ("too many clients", "remaining connection slots", "Error", "error"):
+        for line in output.splitlines():
+            if marker in line:
+                return " ".join(line.split())[:120].replace("|", "/")
+    return "launch failed"
+
+
+def _start_proxy(db_url: str) -> tuple[subprocess.Popen[str], str]:
+    """``capsearch proxy`` on a free port over ``db_url``; returns it and its ``grpc://`` URL."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [sys.executable, "-m", "search", "proxy", "--storage", db_url, "--port", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "CAPSEARCH_STORAGE"}
+    proc = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "storage proxy on" not in line:
+        proc.kill()
+        raise RuntimeError(f"capsearch proxy did not start: {line}")
+    return proc, f"grpc://127.0.0.1:{port}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=400)
@@ -144,11 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-race", action="store_true", help="skip the unlocked row")
     parser.add_argument(
+        "--proxy",
+        action="store_true",
+        help="the second table: PostgreSQL directly and through capsearch proxy",
+    )
+    parser.add_argument(
         "--no-barrier",
         action="store_true",
         help="let each worker start trials as soon as it is up (start-up shares the cores)",
     )
     args = parser.parse_args(argv)
+    if args.proxy:
+        return proxy_compare(args)
 
     import optuna
     import sqlalchemy

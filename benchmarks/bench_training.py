@@ -13,7 +13,8 @@ Each figure is a ratio against a naive baseline measured in the same run on the 
 P4 (search efficiency against KerasTuner) is ``benchmarks/bench_search.py``, ``make
 bench-search``: it runs for three times its budget, so it is kept apart.
 
-Usage: ``python -m benchmarks.bench_training [--quick] [--only p1 p2 p3 p3_search] [--out FILE]``.
+Usage: ``python -m benchmarks.bench_training [--quick] [--only p1 p2 p2_levers p3 p3_search]
+[--out FILE]``; ``p2_levers`` adds P2 rows for a batch-normalized and a funnel-shaped model.
 """
 
 from __future__ import annotations
@@ -124,7 +125,29 @@ def p1_tiny(quick: bool) -> dict[str, Any]:
 # -- P2 ------------------------------------------------------------------------------------------
 
 
-def p2_imdb(quick: bool) -> list[dict[str, Any]]:
+P2_LEVERS: tuple[tuple[str, dict[str, Any], tuple[float, float]], ...] = (
+    ("batch norm", {"batch_norm": True}, (3.0, 2.0)),
+    ("funnel, 3 layers", {"layers": 3, "shape": "funnel"}, (4.0, 2.0)),
+)
+"""P2's rows for the widened family: label, changes to the book's model, goals at 16 and 512."""
+
+
+def p2_levers(quick: bool) -> list[dict[str, Any]]:
+    """P2 for a batch-normalized and a funnel-shaped model, the book's side with the same layers."""
+    return [
+        row
+        for label, changes, goals in P2_LEVERS
+        for row in p2_imdb(quick, changes=changes, label=label, goals=goals)
+    ]
+
+
+def p2_imdb(
+    quick: bool,
+    *,
+    changes: dict[str, Any] | None = None,
+    label: str = "book 2 layers",
+    goals: tuple[float, float] = (4.0, 2.0),
+) -> list[dict[str, Any]]:
     dataset = load_dataset("imdb", {}, context())
     epochs = 2 if quick else 4
     rows = []
@@ -134,7 +157,7 @@ def p2_imdb(quick: bool) -> list[dict[str, Any]]:
     x_val_dense = dataset.x_val.toarray()
     data = PreparedData(dataset)
     for units in (16, 512):
-        params = BOOK | {"units": units}
+        params = BOOK | (changes or {}) | {"units": units}
         clear_session()
         book = build_model(params, n_features=dataset.n_features, task="binary", seed=0)
         book_epochs = _EpochClock()
@@ -181,7 +204,8 @@ def p2_imdb(quick: bool) -> list[dict[str, Any]]:
                 "ratio": book_warm / fast_warm,
                 "book_val_acc": book_acc,
                 "fast_val_acc": fast_history.records[-1].val_accuracy,
-                "goal": 4.0 if units == 16 else 2.0,
+                "goal": goals[0] if units == 16 else goals[1],
+                "model": label,
                 "input": "sparse, COO" if units < CSR_FROM_UNITS else "sparse, CSR",
                 "epochs": epochs,
             }
@@ -460,7 +484,7 @@ def render(results: dict[str, Any], seconds: float) -> str:
             f"Ratio **{p1['ratio']:.1f}x** (goal >= 30x: {_mark(p1['ratio'] >= 30)}).",
             "",
         ]
-    p2 = results.get("p2")
+    p2 = [*results.get("p2", []), *results.get("p2_levers", [])]
     if p2:
         lines += [
             f"## P2 IMDB, seconds per epoch (batch 512, {p2[0]['epochs']} epochs)",
@@ -469,14 +493,16 @@ def render(results: dict[str, Any], seconds: float) -> str:
             "Keras `validation_data`, the service's inference-mode measurement); in brackets the "
             "average over all epochs, first one (graph tracing) included.",
             "",
-            "| width | book dense s/epoch | this service s/epoch (input) | ratio | goal | "
+            "| model, width | book dense s/epoch | this service s/epoch (input) | ratio | goal | "
             "book val acc | service val acc |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in p2:
             met = _mark(row["ratio"] >= row["goal"])
+            model = row.get("model", "book 2 layers")
+            book = f"{row['book_warm']:.2f} ({row['book_s_per_epoch']:.2f})"
             lines.append(
-                f"| {row['units']} | {row['book_warm']:.2f} ({row['book_s_per_epoch']:.2f})"
+                f"| {model}, {row['units']} | {book}"
                 f" | {row['fast_warm']:.2f} ({row['fast_s_per_epoch']:.2f}; {row['input']})"
                 f" | {row['ratio']:.2f}x ({row['ratio_all']:.2f}x) | >= {row['goal']:.0f}x {met}"
                 f" | {row['book_val_acc']:.4f} | {row['fast_val_acc']:.4f} |"
@@ -580,11 +606,64 @@ def _other_sections(path: Path) -> str:
     return "\n".join(kept) + "\n" if kept else ""
 
 
+_SECTION_RESULTS = {"## P1": ("p1",), "## P2": ("p2", "p2_levers"), "## P3": ("p3", "p3_search")}
+"""Each measured section of BENCHMARKS.md and the results it is rendered from."""
+
+
+def _sections(text: str) -> tuple[str, dict[str, str]]:
+    """Split a BENCHMARKS.md into its head and its ``## P1``-``## P3`` sections (by prefix)."""
+    head: list[str] = []
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            prefix = next((k for k in _SECTION_RESULTS if line.startswith(k)), None)
+            current = sections.setdefault(prefix, []) if prefix else None
+        if current is not None:
+            current.append(line)
+        elif not sections:
+            head.append(line)
+    return "\n".join(head), {k: "\n".join(v) for k, v in sections.items()}
+
+
+def keep_unmeasured(rendered: str, previous: str, results: dict[str, Any]) -> str:
+    r"""``rendered`` with each P section that has no results taken from ``previous``.
+
+    ``make bench BENCH_ARGS="--only p2"`` on a fresh clone (no cached results) measures P2
+    only; the P1 and P3 sections of the existing BENCHMARKS.md stay as they were.
+
+    Example:
+        >>> old = "# B\n\n## P1 tiny\nold p1\n## P2 imdb\nold p2\n"
+        >>> new = "# B\n\n## P2 imdb\nnew p2"
+        >>> print(keep_unmeasured(new, old, {"p2": {}}))
+        # B
+        <BLANKLINE>
+        ## P1 tiny
+        old p1
+        ## P2 imdb
+        new p2
+    """
+    head, fresh = _sections(rendered)
+    _, old = _sections(previous)
+    parts = [head]
+    for prefix, keys in _SECTION_RESULTS.items():
+        if prefix in fresh and any(results.get(key) is not None for key in keys):
+            parts.append(fresh[prefix])
+        elif prefix in old:
+            parts.append(old[prefix])
+        elif prefix in fresh:
+            parts.append(fresh[prefix])
+    return "\n".join(part for part in parts if part)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
     parser.add_argument(
-        "--only", nargs="*", default=["p1", "p2", "p3", "p3_search"], help="figures to run"
+        "--only",
+        nargs="*",
+        default=["p1", "p2", "p2_levers", "p3", "p3_search"],
+        help="figures to run",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args(argv)
@@ -599,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
         ("p3_search", p3_search),
         ("p1", p1_tiny),
         ("p2", p2_imdb),
+        ("p2_levers", p2_levers),
     )
     for name, fn in figures:
         if name in args.only:
@@ -609,7 +689,9 @@ def main(argv: list[str] | None = None) -> int:
         results["seconds"] = time.perf_counter() - start
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=1))
-    text = render(results, results.get("seconds", 0.0)) + _other_sections(args.out)
+    previous = args.out.read_text() if args.out.exists() else ""
+    rendered = keep_unmeasured(render(results, results.get("seconds", 0.0)), previous, results)
+    text = rendered.rstrip("\n") + "\n\n" + _other_sections(args.out)
     args.out.write_text(text)
     print(text)
     return 0

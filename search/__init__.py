@@ -18,21 +18,26 @@ from typing import TYPE_CHECKING, Any
 from search.errors import (
     DataError,
     FatalError,
+    InputError,
     SearchError,
     StorageError,
     StudyFileError,
+    StudyMismatchError,
     StudyNotFoundError,
     TrialFailure,
 )
 from search.spec import StudySpec, known_studies, load_study
 
 if TYPE_CHECKING:
+    from search.api import SearchResult, search
     from search.engine.stored import model_params
     from search.runs import SearchOptions, SearchRun, WorkerOptions, run_search, run_workers
 
 __version__ = "0.2.0"
 
 _LAZY = {
+    "search": "search.api",
+    "SearchResult": "search.api",
     "SearchOptions": "search.runs",
     "SearchRun": "search.runs",
     "WorkerOptions": "search.runs",
@@ -44,11 +49,14 @@ _LAZY = {
 __all__ = [
     "DataError",
     "FatalError",
+    "InputError",
     "SearchError",
     "SearchOptions",
+    "SearchResult",
     "SearchRun",
     "StorageError",
     "StudyFileError",
+    "StudyMismatchError",
     "StudyNotFoundError",
     "StudySpec",
     "TrialFailure",
@@ -58,6 +66,7 @@ __all__ = [
     "model_params",
     "run_search",
     "run_workers",
+    "search",
 ]
 
 

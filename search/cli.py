@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.errors import FatalError, SearchError
+from search.errors import FatalError, SearchError, UsageError
 
 if TYPE_CHECKING:
     from search.runs import SearchOptions
@@ -42,22 +42,91 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = _search_options(args)
     _quiet_libraries()
     run_search(spec, options, echo=_echo)
+    _verdict_hook(spec, options, workers=1)
     return 0
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from search.views.show import list_rows
+def _verdict_hook(spec: Any, options: SearchOptions, *, workers: int) -> None:
+    """A study file with a ``[verdict]`` table gets its verdict at the end of a search."""
+    if spec.verdict is None:
+        return
+    from search.verdict import give_verdict
+    from search.views.verdict_view import verdict_lines
 
+    for line in verdict_lines(give_verdict(spec, options, workers=workers, echo=_echo)):
+        _echo(line)
+
+
+def cmd_verdict(args: argparse.Namespace) -> int:
+    import json
+
+    from search.spec import load_study
+    from search.verdict import give_verdict, run_verdict_worker
+    from search.views.verdict_view import verdict_lines
+
+    spec = load_study(args.study)
+    options = _search_options(args)
+    _quiet_libraries()
+    if args.worker_only:
+        run_verdict_worker(spec, options, args.worker_id or "w0", echo=_echo)
+        return 0
+    echo = _quiet_echo if args.json else _echo
+    verdict = give_verdict(spec, options, workers=args.n, train=not args.no_train, echo=echo)
+    if args.json:
+        print(json.dumps(verdict, indent=2, allow_nan=False), flush=True)
+    else:
+        for line in verdict_lines(verdict):
+            _echo(line)
+    return 0
+
+
+def _quiet_echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from search.views.show import list_records, list_rows
+
+    if args.json:
+        _echo_json(list_records(args.storage))
+        return 0
     for line in list_rows(args.storage):
         _echo(line)
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from search.views.show import show_study
+    from search.views.show import show_record, show_study
 
+    if args.json:
+        _echo_json(show_record(args.study, args.storage, top=args.top))
+        return 0
     for line in show_study(args.study, args.storage, top=args.top):
         _echo(line)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from search.storage.studies import load_stored_study
+    from search.storage.urls import mask_url
+    from search.views.transfer import delete_with_artifacts
+
+    stored = load_stored_study(args.study, args.storage)  # a missing study: exit 2, no prompt
+    count = len(stored.study.get_trials(deepcopy=False))
+    where = mask_url(stored.url)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"delete asks first and stdin is not a terminal; pass --yes to delete study "
+                f"{args.study}"
+            )
+        answer = input(f"delete study {args.study} with its {count} trials from {where}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            _echo("nothing deleted")
+            return EXIT_FAILED
+    deleted, plots = delete_with_artifacts(args.study, stored.url)
+    kept = "plots kept (their folder is shared)" if plots is None else f"{plots} plots"
+    _echo(f"deleted study {args.study}: {deleted} trials, {kept}, from {where}")
     return 0
 
 
@@ -66,6 +135,18 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     serve_dashboard(args.storage, host=args.host, port=args.port)
     return 0
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from search.distributed.liveness import liveness_settings
+    from search.distributed.proxy_server import serve_proxy
+    from search.storage.urls import resolve_storage_url
+
+    _quiet_libraries()
+    url = resolve_storage_url(args.storage)
+    return serve_proxy(
+        url, host=args.host, port=args.port, liveness=liveness_settings(), echo=_echo
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -80,12 +161,18 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from search.spec.studyfile import known_studies, load_study
+    from search.views.summary import plural
 
     names = args.studies or known_studies()
     for name in names:
         spec = load_study(name)
-        baselines = len(spec.baselines)
-        _echo(f"{spec.name}: ok ({spec.objective}, data {spec.data.source}, {baselines} baselines)")
+        baselines = plural(len(spec.baselines), "baseline")
+        _echo(f"{spec.name}: ok ({spec.objective}, data {spec.data.source}, {baselines})")
+        if spec.hypermodel is not None:
+            _echo(
+                "  note: its [hypermodel] is Python code that `run` imports and executes; "
+                "validate did not import it (trust the file as you would a script)"
+            )
     return 0
 
 
@@ -131,18 +218,29 @@ def cmd_workers(args: argparse.Namespace) -> int:
     spec = load_study(args.study)
     options = _search_options(args)
     _quiet_libraries()
-    return run_workers(spec, args.n, options, echo=_echo)
+    code = run_workers(spec, args.n, options, echo=_echo)
+    if code == 0:
+        _verdict_hook(spec, options, workers=args.n)
+    return code
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from search.storage.studies import copy_study
     from search.storage.urls import mask_url, resolve_storage_url
+    from search.views.transfer import copy_with_artifacts
 
-    source = resolve_storage_url(args.from_url)
-    count = copy_study(args.study, source, args.to_url)
+    if args.from_url is not None:
+        if args.storage is not None:
+            raise UsageError("copy: give the source as --storage only (--from is its old name)")
+        print("capsearch: warning: copy --from is deprecated; use --storage", file=sys.stderr)
+    source = resolve_storage_url(args.storage or args.from_url)
+    _quiet_libraries()  # no "A new study created in RDB" from Optuna's copy
+    result = copy_with_artifacts(args.study, source, args.to_url)
+    missing = f" ({result.missing} missing in the source)" if result.missing else ""
+    if result.shared:
+        missing = " (in the artifact folder both storages share)"
     _echo(
-        f"copied study {args.study}: {count} trials from {mask_url(source)} "
-        f"to {mask_url(args.to_url)}"
+        f"copied study {args.study}: {result.trials} trials and {result.artifacts} plots"
+        f"{missing} from {mask_url(source)} to {mask_url(args.to_url)}"
     )
     return 0
 
@@ -175,7 +273,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_stored(
         spec, options, trial_number=args.trial, out_dir=args.out, code=args.code, echo=_echo
     )
-    return 0 if result.verified else EXIT_FAILED
+    return 0 if result.ok else EXIT_FAILED
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -200,12 +298,19 @@ def _search_options(args: argparse.Namespace, **extra: Any) -> SearchOptions:
         storage=args.storage,
         data_dir=args.data_dir,
         offline=args.offline,
+        allow_narrowed=getattr(args, "allow_narrowed", False),
         **extra,
     )
 
 
 def _echo(line: str) -> None:
     print(line, flush=True)
+
+
+def _echo_json(value: Any) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, default=str), flush=True)
 
 
 def _number(kind: type, *, minimum: float, strict: bool, what: str) -> Callable[[str], Any]:
@@ -226,6 +331,9 @@ def _number(kind: type, *, minimum: float, strict: bool, what: str) -> Callable[
 _positive_int = _number(int, minimum=1, strict=False, what="a positive integer")
 _non_negative_int = _number(int, minimum=0, strict=False, what="a trial number >= 0")
 _positive_float = _number(float, minimum=0, strict=True, what="a positive number of seconds")
+_positive_tolerance = _number(
+    float, minimum=0, strict=True, what="a positive relative tolerance such as 1e-4"
+)
 
 
 STORAGE_HELP = "storage URL (default: $CAPSEARCH_STORAGE, else sqlite:///storage/studies.db)"
@@ -274,6 +382,11 @@ def _budget_parent(
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--trials", type=_positive_int, help=trials_help)
     parent.add_argument("--timeout", type=_positive_float, help=timeout_help)
+    parent.add_argument(
+        "--allow-narrowed",
+        action="store_true",
+        help="resume a stored study whose study file only narrowed its space",
+    )
     return parent
 
 
@@ -304,12 +417,21 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser(
         "list", parents=[storage], help="list shipped study files and stored studies"
     )
+    lst.add_argument("--json", action="store_true", help="print the rows as JSON")
     lst.set_defaults(func=cmd_list)
 
     show = sub.add_parser("show", parents=[storage], help="show one stored study's best trials")
     show.add_argument("study", help="study name")
     show.add_argument("--top", type=_positive_int, default=10, help="how many trials (default 10)")
+    show.add_argument("--json", action="store_true", help="print the study as JSON")
     show.set_defaults(func=cmd_show)
+
+    delete = sub.add_parser(
+        "delete", parents=[storage], help="delete a stored study with its trials and plots"
+    )
+    delete.add_argument("study", help="study name")
+    delete.add_argument("--yes", action="store_true", help="do not ask first (for scripts)")
+    delete.set_defaults(func=cmd_delete)
 
     dashboard = sub.add_parser(
         "dashboard", parents=[storage], help="serve optuna-dashboard on the storage"
@@ -317,6 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default 8080)")
     dashboard.set_defaults(func=cmd_dashboard)
+
+    proxy = sub.add_parser(
+        "proxy",
+        parents=[storage],
+        help="serve the storage to workers through Optuna's gRPC proxy (--storage grpc://...)",
+    )
+    proxy.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
+    proxy.add_argument("--port", type=_positive_int, default=13000, help="port (default 13000)")
+    proxy.set_defaults(func=cmd_proxy)
 
     report = sub.add_parser(
         "report",
@@ -362,13 +493,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     workers.set_defaults(func=cmd_workers)
 
-    copy = sub.add_parser("copy", help="copy a study with all its trials to another storage")
-    copy.add_argument("study", help="study name")
-    copy.add_argument(
-        "--from",
-        dest="from_url",
-        help="source storage URL (default: $CAPSEARCH_STORAGE, else sqlite:///storage/studies.db)",
+    verdict = sub.add_parser(
+        "verdict",
+        parents=[storage, data],
+        help="answer the study's question: regimes, capacity, regularization, seed noise",
     )
+    verdict.add_argument("study", help=STUDY_HELP)
+    verdict.add_argument(
+        "-n", "--workers", dest="n", type=_positive_int, default=1, help="worker processes"
+    )
+    verdict.add_argument("--json", action="store_true", help="print the verdict as JSON")
+    verdict.add_argument(
+        "--no-train", action="store_true", help="compute from stored re-trainings only"
+    )
+    verdict.add_argument("--worker-only", action="store_true", help=argparse.SUPPRESS)
+    verdict.add_argument("--worker-id", help=argparse.SUPPRESS)
+    verdict.set_defaults(func=cmd_verdict)
+
+    copy = sub.add_parser(
+        "copy",
+        parents=[_storage_parent("source " + STORAGE_HELP)],
+        help="copy a study with all its trials and plots to another storage",
+    )
+    copy.add_argument("study", help="study name")
+    copy.add_argument("--from", dest="from_url", help=argparse.SUPPRESS)  # old name of --storage
     copy.add_argument("--to", dest="to_url", required=True, help="destination storage URL")
     copy.set_defaults(func=cmd_copy)
 
@@ -412,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("trial", type=_non_negative_int, help="trial number")
     rerun.add_argument(
         "--tolerance",
-        type=_positive_float,
+        type=_positive_tolerance,
         default=None,
         help="relative tolerance on the stored value (default 1e-4)",
     )

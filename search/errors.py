@@ -113,12 +113,52 @@ class DataError(FatalError):
     """A data set could not be found, read or parsed."""
 
 
+class InputError(DataError, ValueError):
+    """In-memory data handed to :func:`search.search` cannot be searched on.
+
+    Mismatched lengths, NaN or infinity, an empty array, labels that do not fit the task, a
+    space key the model family does not have: raised before any study is created.
+    """
+
+
+class StudyMismatchError(FatalError):
+    """A stored study is resumed with other data, another space or another objective.
+
+    The message names the keys that differ and the ways out: a new study name, or (where the
+    change only narrows a range or fixes a value) ``--allow-narrowed``.
+    """
+
+
 class StorageError(FatalError):
     """A storage URL is malformed, unreachable or not writable."""
 
 
 class StudyNotFoundError(StorageError):
     """A storage holds no study of the name asked for; the message lists the stored ones."""
+
+
+class UsageError(FatalError):
+    """A command's flags do not go together, or it needs an answer it cannot ask for."""
+
+
+class DashboardError(FatalError):
+    """The dashboard cannot serve: its port is out of range or its address cannot be bound."""
+
+
+class StorageWriteError(SearchError):
+    """A storage that opened stopped taking writes mid-run (disk full, file read-only).
+
+    Exit code 1: the stored trials are kept; the message names the cause and the fix, and
+    what became of the trial that was running.
+    """
+
+
+class StorageUnavailable(SearchError):
+    """A storage that opened stayed unreachable longer than a worker waits for it (exit 1).
+
+    Database or proxy restarts shorter than the wait are ridden out; the message names the
+    storage, how long it was waited for, and what becomes of the running trial.
+    """
 
 
 class TrialFailure(SearchError):
@@ -135,6 +175,10 @@ class HypermodelError(FatalError):
 
 class ReplayError(FatalError):
     """A stored trial cannot be re-trained: unknown study or trial, or no result to replay."""
+
+
+class VerdictError(FatalError):
+    """A verdict cannot be given: no finished trial, a multi-objective or hypermodel study."""
 
 
 class TrialsKeepFailing(SearchError):

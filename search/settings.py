@@ -56,6 +56,7 @@ __all__ = [
     "SETTINGS",
     "SPACES",
     "STORAGE",
+    "STORAGE_WAIT",
     "Setting",
     "artifacts_dir",
     "cache_dir",
@@ -70,12 +71,14 @@ __all__ = [
     "png_renderer",
     "spaces_dir",
     "storage_url",
+    "storage_wait",
 ]
 
 Kind = Literal["text", "path", "flag", "int", "choice"]
 
 DEFAULT_STORAGE_DIR = Path("storage")
-"""Folder, relative to the project root (the current folder), of the default SQLite file."""
+"""Folder of the default SQLite file, under the project root (``search.storage.urls.project_root``:
+the checkout, whatever the current folder)."""
 
 DEFAULT_SPACES_DIR = Path(__file__).resolve().parents[1] / "spaces"
 """The shipped study files: the ``spaces/`` folder beside the package."""
@@ -171,7 +174,7 @@ STORAGE = Setting(
     "text",
     None,
     "Storage URL when --storage is not given (unset: sqlite:///storage/studies.db under the "
-    "current folder).",
+    "project folder, the checkout, whatever the current folder).",
 )
 DATA = Setting(
     "CAPSEARCH_DATA",
@@ -264,6 +267,16 @@ PG_SYNCHRONOUS_COMMIT = Setting(
     choices=("on", "off"),
 )
 
+STORAGE_WAIT = Setting(
+    "CAPSEARCH_STORAGE_WAIT",
+    "int",
+    None,
+    "Seconds a worker waits for its database or proxy to come back after it stopped answering "
+    "mid-run, before it gives up (unset: 300).",
+    fix="set it to a whole number of seconds or unset it",
+    minimum=1,
+)
+
 SETTINGS: dict[str, Setting] = {
     setting.name: setting
     for setting in (
@@ -280,6 +293,7 @@ SETTINGS: dict[str, Setting] = {
         INTRA_OP_THREADS,
         INTER_OP_THREADS,
         PG_SYNCHRONOUS_COMMIT,
+        STORAGE_WAIT,
     )
 }
 """Every ``CAPSEARCH_*`` variable the package reads, by name."""
@@ -392,4 +406,14 @@ def pg_synchronous_commit() -> str:
         SettingsError: The value is neither on nor off.
     """
     value: str = PG_SYNCHRONOUS_COMMIT.read()
+    return value
+
+
+def storage_wait() -> int | None:
+    """``CAPSEARCH_STORAGE_WAIT``: seconds to wait out a storage outage, or ``None`` (default).
+
+    Raises:
+        SettingsError: The value is not an integer >= 1.
+    """
+    value: int | None = STORAGE_WAIT.read()
     return value

@@ -82,6 +82,7 @@ def test_registry_names() -> None:
         "square",
         "collinear",
         "file",
+        "arrays",
     }
     for name, source in DATA_SOURCES.items():
         assert source.name == name and source.summary and source.options
@@ -543,7 +544,7 @@ def test_file_npz(tmp_path: Path) -> None:
         ("x1,x2,y\n1,2,3\n4,oops,6\n", {}, "line 3, column 'x2': 'oops' is not a number"),
         ("x1,x2,y\n1,2,3\n4,5,nan\n", {}, "line 3, column 'y': 'nan' is not a finite number"),
         ("x1,x2,y\n1,2,3\n4,5\n", {}, "line 3: 2 cells but the header has 3"),
-        ("x1,x2,y\n1,2,3\n", {"features": []}, "no feature columns chosen; set data.features"),
+        ("y\n3\n", {"features": []}, "the only column is the target 'y'; add feature columns"),
         ("", {}, "is empty"),
     ],
 )

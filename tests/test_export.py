@@ -19,6 +19,7 @@ from search.runs import SearchOptions, run_search
 from search.spec.studyfile import load_study
 from search.storage.opening import open_storage
 from search.storage.studies import load_stored_study
+from search.training.final_model import evaluate_usable
 from search.training.prepared import prepare_data
 from tests.conftest import ROOT, write_study
 
@@ -128,9 +129,10 @@ def _check_export(spec: Any, url: str, out: Path, trial: int | None = None) -> d
     study = load_stored_study(spec.name, url).study
     stored = study.trials[result.trial] if trial is not None else study.best_trial
     # The file loads in plain Keras and scores, as the search measures, what the trial stored.
+    # It takes raw inputs (a Normalization layer holds the training statistics).
     model = keras.models.load_model(result.model_path)
     data = prepare_data(spec, options.data)
-    loss, _ = data.evaluate(model, "val")
+    loss, _ = evaluate_usable(model, data, "val")
     assert loss == pytest.approx(stored.user_attrs["val_loss_best"], rel=DEFAULT_RTOL)
     record = json.loads(result.json_path.read_text(encoding="utf-8"))
     assert record["trial"] == stored.number and record["seed"] == stored.user_attrs["seed"]
@@ -216,3 +218,48 @@ def test_export_errors_are_one_line(built_in: Any, capsys: pytest.CaptureFixture
     assert main(["export", str(spec.path), "--trial", "99", "--storage", url]) == 2
     err = capsys.readouterr().err.strip()
     assert "has no trial 99" in err and "\n" not in err
+
+
+WIDENED = (
+    BUILT_IN.replace(
+        'optimizer = { choices = ["adam", "rmsprop"] }',
+        'optimizer = { choices = ["adam", "sgd"] }\n'
+        'shape = { choices = ["funnel", "free"] }\n'
+        "l1 = { low = 1e-5, high = 1e-3, log = true, zero = true }\n"
+        "batch_norm = { choices = [true, false] }\n"
+        'schedule = { choices = ["cosine", "exponential"] }\n'
+        "weight_decay = { low = 1e-4, high = 1e-2, log = true, zero = true }\n"
+        "momentum = 0.9",
+    )
+    .replace("units = 12\n", "units = [12, 6]\nl1 = 0.0001\nbatch_norm = true\n", 1)
+    .replace(
+        'optimizer = "adam"\n', 'optimizer = "sgd"\nschedule = "cosine"\nweight_decay = 0.001\n'
+    )
+)
+
+
+@pytest.fixture(scope="module")
+def widened(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A finished study of the widened family: widths per layer, BN, L1, schedules, decay."""
+    return _searched(tmp_path_factory.mktemp("widened"), "tiny_widened", WIDENED)
+
+
+def test_export_rerun_and_code_of_the_widened_family(
+    widened: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, url = widened
+    _check_export(spec, url, tmp_path / "out", trial=0)
+    study = load_stored_study(spec.name, url).study
+    code = keras_code(spec, study.trials[0], prepare_data(spec).dataset)
+    for needle in (
+        'keras.layers.Dense(12, activation="relu", kernel_regularizer=',
+        "keras.regularizers.L1L2(l1=0.0001, l2=0.001)",
+        "keras.layers.Dense(6, activation=",
+        "keras.layers.BatchNormalization()",
+        "keras.optimizers.SGD(learning_rate=keras.optimizers.schedules.CosineDecay(0.005,",
+        "weight_decay=0.001, momentum=0.9)",
+    ):
+        assert needle in code, needle
+    for number in (0, 1):
+        assert main(["rerun", str(spec.path), str(number), "--storage", url]) == 0
+    assert "NOT" not in capsys.readouterr().out

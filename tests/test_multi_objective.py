@@ -79,7 +79,7 @@ def test_two_objective_study_reports_its_pareto_front(pareto: TinyRun, tmp_path:
     listed = [int(line.split()[0]) for line in pareto.lines[start + 2 : start + 2 + len(front)]]
     assert listed == front
     assert "smallest model within 5 % of the best loss" in text
-    assert "best versus baselines" in text and "test (" not in text  # no test split here
+    assert "best versus 1 baseline " in text and "test (" not in text  # no test split here
     shown = show_study(pareto.name, pareto.storage_url)  # `capsearch show` on two objectives
     assert any(line.startswith("Pareto front") for line in shown)
     result = write_report(pareto.name, pareto.storage_url, tmp_path / "report", png="matplotlib")

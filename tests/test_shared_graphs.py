@@ -49,7 +49,9 @@ def _multiclass(n: int = 60, seed: int = 0) -> Dataset:
     return Dataset("toy", "multiclass", x, y, x[:20], y[:20], n_classes=3)
 
 
-def _model(dataset: Dataset, params: dict[str, object], seed: int) -> keras.Model:
+def _model(
+    dataset: Dataset, params: dict[str, object], seed: int, steps: int = 1, epochs: int = 1
+) -> keras.Model:
     return build_model(
         params,
         n_features=dataset.n_features,
@@ -57,6 +59,8 @@ def _model(dataset: Dataset, params: dict[str, object], seed: int) -> keras.Mode
         n_classes=dataset.n_classes,
         sparse=dataset.is_sparse,
         seed=seed,
+        steps_per_epoch=steps,
+        epochs=epochs,
     )
 
 
@@ -70,6 +74,50 @@ CASES = [
     pytest.param(_regression, {"optimizer": "sgd", "l2": 1e-2, "layers": 1}, id="dense-sgd-l2"),
     pytest.param(_multiclass, {"optimizer": "adam", "layers": 3}, id="multiclass-adam"),
     pytest.param(_regression, {"optimizer": "rmsprop", "layers": 0}, id="linear-rmsprop"),
+    pytest.param(_regression, {"layers": 3, "batch_norm": True}, id="batch-norm-after"),
+    pytest.param(
+        _multiclass,
+        # SGD: a bias the normalization cancels has a gradient of 0 up to rounding, which
+        # Adam's and RMSprop's normalized steps turn into full-size steps of either sign.
+        {"layers": 4, "batch_norm": True, "batch_norm_every": 2, "optimizer": "sgd"},
+        id="batch-norm-every-2nd",
+    ),
+    pytest.param(
+        _binary_multi_hot,
+        {
+            "batch_norm": True,
+            "batch_norm_position": "before",
+            "activation": "tanh",
+            "optimizer": "sgd",
+            "momentum": 0.9,
+        },
+        id="sparse-batch-norm-before",
+    ),
+    pytest.param(
+        _regression, {"layers": 3, "shape": "funnel", "units": 12, "l1": 1e-3}, id="funnel-l1"
+    ),
+    pytest.param(_regression, {"units": [7, 3], "l1": 1e-3, "l2": 1e-3}, id="widths-l1-l2"),
+    pytest.param(
+        _regression,
+        {"loss": "mae", "output_activation": "sigmoid", "batch_norm": True},
+        id="sigmoid-mae",
+    ),
+    pytest.param(_regression, {"loss": "huber", "schedule": "cosine"}, id="huber-cosine"),
+    pytest.param(
+        _binary_multi_hot,
+        {"schedule": "exponential", "decay_rate": 0.5, "optimizer": "rmsprop"},
+        id="exponential-rmsprop",
+    ),
+    pytest.param(_regression, {"optimizer": "adamw"}, id="adamw"),
+    pytest.param(_regression, {"weight_decay": 1e-2, "optimizer": "adam"}, id="adam-decay"),
+    pytest.param(
+        _regression,
+        {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 1e-2, "schedule": "cosine"},
+        id="sgd-momentum-decay-cosine",
+    ),
+    pytest.param(
+        _multiclass, {"optimizer": "sgd", "momentum": 0.5, "nesterov": True}, id="sgd-nesterov"
+    ),
 ]
 
 
@@ -91,11 +139,11 @@ def test_one_graph_trains_narrow_and_wide_with_and_without_l2_like_keras_fit() -
 
 def _assert_trains_like_keras_fit(data: PreparedData, params: dict[str, object]) -> None:
     dataset = data.dataset
-    shared = _model(dataset, params, seed=7)
-    keras_model = _model(dataset, params, seed=7)
-    assert shared_graph_plan(shared, dataset.task) is not None
     batch, epochs = 16, 3
     steps = data.steps_per_epoch(batch)
+    shared = _model(dataset, params, seed=7, steps=steps, epochs=epochs)
+    keras_model = _model(dataset, params, seed=7, steps=steps, epochs=epochs)
+    assert shared_graph_plan(shared, dataset.task) is not None
     running = keras.callbacks.History()  # the epoch logs, penalized "loss" included
     history = data.fit(
         shared, batch_size=batch, epochs=epochs, seed=11, measure_train=False, callbacks=[running]
@@ -205,7 +253,13 @@ def test_callbacks_see_the_trained_model_and_can_stop_training() -> None:
     [
         pytest.param(lambda: keras.optimizers.Adam(amsgrad=True), id="amsgrad"),
         pytest.param(lambda: keras.optimizers.Adam(clipnorm=1.0), id="clipnorm"),
-        pytest.param(lambda: keras.optimizers.SGD(momentum=0.9), id="momentum"),
+        pytest.param(lambda: keras.optimizers.RMSprop(momentum=0.9), id="rmsprop-momentum"),
+        pytest.param(
+            lambda: keras.optimizers.SGD(
+                keras.optimizers.schedules.PiecewiseConstantDecay([10], [0.1, 0.01])
+            ),
+            id="piecewise-schedule",
+        ),
         pytest.param(lambda: keras.optimizers.Nadam(), id="nadam"),
     ],
 )
@@ -222,12 +276,13 @@ def test_other_optimizers_train_with_keras_fit(optimizer: object) -> None:
 
 def test_other_layers_are_not_shared() -> None:
     inputs = keras.Input(shape=(3,))
-    hidden = keras.layers.BatchNormalization()(keras.layers.Dense(4)(inputs))
+    hidden = keras.layers.BatchNormalization(renorm=True)(keras.layers.Dense(4)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
     model.compile(optimizer="adam", loss="mean_squared_error")
     assert shared_graph_plan(model, "regression") is None
-    model.compile(optimizer="adam", loss="mean_absolute_error")
-    assert shared_graph_plan(model, "regression") is None
+    plain = keras.Sequential([keras.Input(shape=(3,)), keras.layers.Dense(1)])
+    plain.compile(optimizer="adam", loss="mean_absolute_percentage_error")
+    assert shared_graph_plan(plain, "regression") is None
     chain = keras.Sequential(
         [keras.Input(shape=(3,)), keras.layers.Dense(4), keras.layers.Dense(1)]
     )
@@ -253,3 +308,23 @@ def test_epoch_rows_cut_shuffled_passes_into_batches() -> None:
         and starts.tolist() == [0] * 5
         and ends.tolist() == [10] * 5
     )
+
+
+def test_the_graph_cache_keeps_the_structures_used_last() -> None:
+    """Past its bound the cache drops the least recently used half; training is unchanged."""
+    from search.training.shared_graphs import SharedGraphs
+
+    dataset = _regression()
+    data = PreparedData(dataset)
+    data.shared_graphs = SharedGraphs(data, max_structures=2)
+    first = None
+    for layers in (1, 2, 3, 1):
+        clear_session()
+        model = _model(dataset, PARAMS | {"layers": layers}, seed=3)
+        history = data.fit(model, batch_size=10, epochs=2, seed=1)
+        assert len(data.shared_graphs) <= 4
+        if layers == 1:
+            loss = history.records[-1].train_loss
+            first = loss if first is None else first
+            assert loss == pytest.approx(first, rel=1e-6)  # traced again, same numbers
+    assert data.shared_graphs.traced == 4  # depth 1 was dropped and traced again

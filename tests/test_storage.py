@@ -27,6 +27,7 @@ from search.storage.urls import (
     default_storage_url,
     mask_text,
     mask_url,
+    project_root,
     resolve_storage_url,
 )
 
@@ -54,7 +55,7 @@ def test_default_storage_url_is_absolute_sqlite(tmp_path: Path) -> None:
 def test_resolve_storage_url_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(STORAGE_ENV_VAR, raising=False)
-    assert resolve_storage_url(None) == default_storage_url(tmp_path)
+    assert resolve_storage_url(None) == default_storage_url(project_root())  # not the cwd
     monkeypatch.setenv(STORAGE_ENV_VAR, "sqlite:///env.db")
     assert resolve_storage_url(None) == "sqlite:///env.db"
     assert resolve_storage_url("sqlite:///flag.db") == "sqlite:///flag.db"

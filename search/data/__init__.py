@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from search.data import files, imdb, pima, synthetic
+from search.data import files, imdb, memory, pima, synthetic
 from search.data._dataset import DataContext, Dataset, DataSource, Features, Option, Task
 from search.data._options import REQUIRED, validate_options
 from search.data.context import DataOptions, data_context
@@ -41,13 +41,15 @@ __all__ = [
 ]
 
 DATA_SOURCES: dict[str, DataSource] = {
-    source.name: source for source in (imdb.SOURCE, pima.SOURCE, *synthetic.SOURCES, files.SOURCE)
+    source.name: source
+    for source in (imdb.SOURCE, pima.SOURCE, *synthetic.SOURCES, files.SOURCE, memory.SOURCE)
 }
-"""Every data source by name: imdb, pima, overfit30, noisy_sine, square, collinear, file."""
+"""Every data source by name: imdb, pima, overfit30, noisy_sine, square, collinear, file, arrays."""
 
 # Checks that involve several options of one source, run after the per-option checks.
 _CROSS_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "square": synthetic.check_square,
+    "file": files.check_file,
 }
 
 

@@ -1,8 +1,9 @@
 """The ``file`` source: a user's own table, as a CSV with a header row or a NumPy ``.npz``.
 
 For a CSV, ``features`` names the feature columns and ``target`` the label column. For an NPZ,
-``features`` names arrays, each one feature of shape ``(n,)`` or several of shape ``(n, k)``
-(empty: every array but the target), and ``target`` names the label array. Rows are split at
+``features`` names arrays, each one feature of shape ``(n,)`` or several of shape ``(n, k)``,
+and ``target`` names the label array. ``features`` left out (or empty) takes every column or
+array but the target; a target that is also among ``features`` is refused. Rows are split at
 random (by class for classification tasks) and the features are standardized with the training
 split's statistics; the target is never rescaled.
 """
@@ -22,7 +23,7 @@ from search.data._dataset import DataContext, Dataset, DataSource, Option, Task
 from search.data._locate import resolve_user_path
 from search.data._options import REQUIRED, float_range, one_of
 from search.data._split import random_split, standardize, stratified_split, take
-from search.errors import DataError, one_line
+from search.errors import DataError, OptionError, one_line
 
 TASKS = ("regression", "binary", "multiclass")
 
@@ -44,7 +45,7 @@ OPTIONS = (
         "features",
         list,
         [],
-        "feature columns (CSV, required) or arrays (NPZ; empty: every array but the target)",
+        "feature columns (CSV) or arrays (NPZ); empty: every column or array but the target",
     ),
     Option("target", str, REQUIRED, "the column or array to predict"),
     Option("task", str, "regression", "regression, binary or multiclass", one_of(*TASKS)),
@@ -104,11 +105,12 @@ def read_csv(
             header = [name.strip() for name in next(reader, [])]
             if not header:
                 raise DataError(f"{path} is empty; a CSV needs a header row, then one row a line.")
-            if not features:
-                raise DataError(
-                    f"{path}: no feature columns chosen; set data.features to some of: "
-                    f"{_names(header)}."
-                )
+            if not features:  # every column but the target, as for an NPZ
+                features = [name for name in header if name != target]
+                if not features:
+                    raise DataError(
+                        f"{path}: the only column is the target {target!r}; add feature columns."
+                    )
             missing = [name for name in (*features, target) if name not in header]
             if missing:
                 raise DataError(
@@ -143,6 +145,39 @@ def read_csv(
     if not rows:
         raise DataError(f"{path} has a header but no rows.")
     return np.array(rows, dtype=np.float64), np.array(targets)
+
+
+def csv_feature_names(
+    path: Path, features: Sequence[str], target: str, delimiter: str
+) -> list[str]:
+    """The feature columns :func:`read_csv` reads: ``features``, or every column but the target."""
+    if features:
+        return list(features)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        header = [name.strip() for name in next(csv.reader(handle, delimiter=delimiter), [])]
+    return [name for name in header if name != target]
+
+
+def check_file(options: Mapping[str, Any]) -> None:
+    """Checks of the ``file`` source that involve several options (run when a study loads).
+
+    Raises:
+        OptionError: ``target`` is also among ``features`` (the model would train on its label).
+
+    Example:
+        >>> try:
+        ...     check_file({"features": ["x1", "y"], "target": "y"})
+        ... except OptionError as exc:
+        ...     print(exc.problem[:38])
+        the target 'y' is also a feature, so t
+    """
+    if options["target"] in options["features"]:
+        target = options["target"]
+        raise OptionError(
+            "features",
+            f"the target {target!r} is also a feature, so the model would see its label; "
+            f"remove {target!r} from data.features",
+        )
 
 
 def read_npz(
@@ -237,7 +272,7 @@ def load_file(options: Mapping[str, Any], context: DataContext) -> Dataset:
     else:
         numeric = task == "regression"
         x, raw_y = read_csv(path, options["features"], target, options["delimiter"], numeric)
-        feature_names = list(options["features"])
+        feature_names = csv_feature_names(path, options["features"], target, options["delimiter"])
     classes: list[Any] = []
     if task == "regression":
         if raw_y.dtype.kind not in "biuf":

@@ -12,7 +12,7 @@ import datetime
 import logging
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -25,7 +25,14 @@ from search.storage.urls import mask_text
 
 if TYPE_CHECKING:
     from search.console import Echo
-    from search.engine.trial_loop import LoopResult
+
+
+class _StaleCounts(Protocol):
+    """Where :func:`_fail_stale_trials` counts what it did (the trial loop's result)."""
+
+    stale: int
+    requeued: int
+
 
 __all__ = [
     "DEFAULT_GRACE_FACTOR",
@@ -169,7 +176,7 @@ def _fail_stale_trials(
     liveness: Liveness,
     prefix: str,
     echo: Echo,
-    result: LoopResult,
+    result: _StaleCounts,
 ) -> None:
     """Mark FAIL the RUNNING trials whose worker died and re-queue them (under the lock)."""
     if rdb is None or rdb.get_heartbeat_interval() is None:

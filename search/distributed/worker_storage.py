@@ -1,11 +1,14 @@
-"""The storage a worker opens: heartbeats on, lock conflicts retried, cheaper commits.
+"""The storage a worker opens: heartbeats on, lock conflicts and outages retried, cheaper commits.
 
 :func:`open_worker_storage` wraps every storage call Optuna makes in
 :func:`search.storage.retry.with_retry`, so SQLite files shared by several processes on one
-host do not fail with ``database is locked``. SQLite commits skip the fsync (WAL with
-``synchronous=NORMAL``: crash-safe, about 10x cheaper per trial) and PostgreSQL sessions do not
-wait for the WAL flush (``synchronous_commit=off``; ``CAPSEARCH_PG_SYNCHRONOUS_COMMIT=on``
-keeps the server's default).
+host do not fail with ``database is locked``, and in
+:func:`search.storage.retry.with_outage_retry`, so a database (or proxy) restart mid-run is
+waited out, bounded, with one warning line, instead of killing the worker. A ``grpc://`` URL
+opens Optuna's gRPC proxy client (:class:`search.storage.proxy.ProxyStorage`), wrapped alike.
+SQLite commits skip the fsync (WAL with ``synchronous=NORMAL``: crash-safe, about 10x cheaper
+per trial) and PostgreSQL sessions do not wait for the WAL flush (``synchronous_commit=off``;
+``CAPSEARCH_PG_SYNCHRONOUS_COMMIT=on`` keeps the server's default).
 """
 
 from __future__ import annotations
@@ -17,14 +20,39 @@ from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.exceptions import UpdateFinishedTrialError
 
 from search import settings
 from search._compat import optuna as optuna_compat
 from search.distributed.liveness import Liveness
-from search.storage.opening import open_storage
-from search.storage.retry import _is_transient, with_retry
+from search.storage.opening import OpenedStorage, open_storage
+from search.storage.proxy import ProxyStorage
+from search.storage.retry import _is_transient, with_outage_retry, with_retry
 
-__all__ = ["RetryStats", "open_worker_storage"]
+__all__ = ["PROXY_CALLS", "RetryStats", "open_worker_storage"]
+
+PROXY_CALLS = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "set_trial_param",
+    "get_trial_id_from_study_id_trial_number",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial",
+    "get_all_trials",
+)
+"""The public storage calls of Optuna's gRPC proxy client: each is one request to the proxy."""
 
 
 @dataclass
@@ -34,12 +62,17 @@ class RetryStats:
     conflicts: int = 0
 
 
-def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStorage:
-    """Open ``url`` with heartbeats and retry its calls on lock conflicts.
+def open_worker_storage(
+    url: str, liveness: Liveness, *, wait_outages: bool = True
+) -> OpenedStorage:
+    """Open ``url`` with heartbeats and retry its calls on lock conflicts and outages.
 
     Every write and read Optuna makes through the returned storage (ask, tell, attributes,
     intermediate values, heartbeats) goes through :func:`search.storage.with_retry`; the
-    number of conflicts met is in ``storage.capsearch_retries.conflicts``.
+    number of conflicts met is in ``storage.capsearch_retries.conflicts``. A storage that
+    stops answering is waited for (:func:`search.storage.retry.with_outage_retry`); a result
+    that a call made again after an outage finds already stored (a trial already COMPLETE)
+    counts as done. ``wait_outages=False`` (the proxy's own database) raises outages at once.
     """
     storage = open_storage(
         url,
@@ -59,14 +92,24 @@ def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStor
                         stats.conflicts += 1
                     raise
 
-            return with_retry(attempt, attempts=10)
+            if not wait_outages:
+                return with_retry(attempt, attempts=10)
+            return with_outage_retry(
+                lambda: with_retry(attempt, attempts=10),
+                url=url,
+                after_outage=_already_stored(storage, method.__name__, args, kwargs),
+            )
 
         return retried
 
+    setattr(storage, "capsearch_retries", stats)  # noqa: B010  (read by the trial loop)
+    if isinstance(storage, ProxyStorage):
+        for name in PROXY_CALLS:  # each one request: safe to send again
+            setattr(storage, name, wrap(getattr(storage, name)))
+        return storage
     # Each of these methods is one transaction: a conflict rolls it back whole, so it is safe
     # to call again (trial creation included).
     optuna_compat.wrap_storage_methods(storage, wrap)
-    storage.capsearch_retries = stats  # type: ignore[attr-defined]
     database = storage.engine.url.database
     if storage.engine.dialect.name == "sqlite" and database and database != ":memory:":
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_synchronous_normal)
@@ -75,6 +118,27 @@ def open_worker_storage(url: str, liveness: Liveness) -> optuna.storages.RDBStor
         sqlalchemy.event.listen(storage.engine, "connect", _postgresql_asynchronous_commit)
         storage.engine.dispose()
     return storage
+
+
+def _already_stored(
+    storage: optuna.storages.BaseStorage, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[Exception], Any]:
+    """What a call made again after an outage does when it finds its write already applied.
+
+    The connection may break after the database committed a trial's end but before the answer
+    came back; the call made again then meets "trial already finished". If the stored state
+    is the one asked for, that is success; anything else is raised as it came.
+    """
+
+    def check(exc: Exception) -> Any:
+        if name == "set_trial_state_values" and isinstance(exc, UpdateFinishedTrialError):
+            trial_id = kwargs.get("trial_id", args[0] if args else None)
+            state = kwargs.get("state", args[1] if len(args) > 1 else None)
+            if trial_id is not None and storage.get_trial(trial_id).state == state:
+                return True
+        raise exc
+
+    return check
 
 
 def _pg_async_commit_wanted() -> bool:

@@ -50,13 +50,16 @@ class Objective:
     """
 
     def __init__(self, spec: StudySpec, data: PreparedData) -> None:
+        from search.spec.memory import check_model_fits
+
+        check_model_fits(spec, n_features=data.dataset.n_features)  # before any trial
         self.spec = spec
         self.data = data
         self.monitor = spec.monitor
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample every hyperparameter of the space (fixed ones are filled in)."""
-        return {name: param.suggest(trial, name) for name, param in self.spec.space.items()}
+        return self.spec.suggest(trial)
 
     def train(
         self,
@@ -68,8 +71,16 @@ class Objective:
     ) -> TrainingRun:
         """Sample the trial's parameters and train them (a subclass trains another family)."""
         params = self.suggest(trial)
+        baseline = self.spec.baseline_named(trial.user_attrs.get("baseline"))
+        epochs = baseline.epochs if baseline is not None else None  # a baseline's own cap
         return train_params(
-            self.spec, self.data, params, seed=seed, callbacks=callbacks, history=history
+            self.spec,
+            self.data,
+            params,
+            seed=seed,
+            epochs=epochs,
+            callbacks=callbacks,
+            history=history,
         )
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -77,10 +88,18 @@ class Objective:
         # (clear_session runs the garbage collector itself; a second pass costs ~0.1 s). First,
         # before this trial creates anything: in a worker, what survives it is frozen.
         clear_session()
-        seed = self.spec.training.seed + trial.number
+        seed = self.trial_seed(trial)
         is_baseline = "baseline" in trial.user_attrs
         exact = measures_train_exactly(self.spec, self.data.dataset)
         trial.set_user_attr("train_loss_kind", "inference" if exact else "running")
+        if self.spec.training.folds:  # k-fold cross-validation: see search.engine.folds
+            from search.engine.folds import cross_validate
+
+            trial.set_user_attr("seed", seed)
+            value = cross_validate(self, trial, seed=seed, prune=not is_baseline)
+            if self.spec.multi_objective:
+                return value, float(trial.user_attrs["param_count"])
+            return value
         history = History()
         callbacks = self._callbacks(trial, prune=not is_baseline)
         try:
@@ -102,6 +121,10 @@ class Objective:
         if self.spec.multi_objective:  # [multi_objective] param_count = true: (loss, size)
             return value, param_count
         return value
+
+    def trial_seed(self, trial: optuna.Trial) -> int:
+        """The seed a trial trains with: the study's seed plus the trial number."""
+        return self.spec.training.seed + trial.number
 
     def _callbacks(self, trial: optuna.Trial, *, prune: bool) -> list[keras.callbacks.Callback]:
         callbacks: list[keras.callbacks.Callback] = [
@@ -139,7 +162,9 @@ class Objective:
             rows = np.unique(
                 np.linspace(0, len(x) - 1, min(len(x), MAX_PLOTTED_POINTS)).astype(int)
             )
-            pred = run.model.predict(x[rows], verbose=0, batch_size=4096)
+            # A direct call, not predict(): predict builds a tf.function per new model and
+            # warns about retracing from the sixth model on; at most 1000 rows fit one batch.
+            pred = keras.ops.convert_to_numpy(run.model(x[rows], training=False))
             out[f"x_{split}"] = [float(v) for v in np.ravel(x[rows])]
             out[f"y_{split}"] = [float(v) for v in np.ravel(y[rows])]
             out[f"pred_{split}"] = [float(v) for v in np.ravel(pred)]
@@ -157,20 +182,47 @@ class Objective:
         trial.set_user_attr("coefficient_error", float(np.max(np.abs(learned - target))))
 
 
+DIVERGED_FACTOR = 100.0
+"""A loss above this many times its first epoch's value has diverged: pruned, like NaN."""
+
+
+def diverged(value: float | None, first: float | None) -> bool:
+    """Whether an epoch's loss shows a diverged model: NaN, infinite, or far above its start.
+
+    Far above: more than :data:`DIVERGED_FACTOR` times the first epoch's (positive) loss.
+
+    Example:
+        >>> diverged(float("nan"), 0.7), diverged(734.0, 0.69), diverged(5.0, 0.69)
+        (True, True, False)
+    """
+    if value is None or not math.isfinite(value):
+        return True
+    return first is not None and first > 0 and value > DIVERGED_FACTOR * first
+
+
 class _NonFiniteGuard(keras.callbacks.Callback):
-    """Prunes a trial whose loss became NaN or infinite, storing the reason on it."""
+    """Prunes a trial whose loss diverged (:func:`diverged`), storing the reason on it."""
 
     def __init__(self, monitor: str, trial: optuna.Trial) -> None:
         super().__init__()
         self._monitor = monitor
         self._trial = trial
+        self._first: float | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = (logs or {}).get(self._monitor)
-        if value is None or not math.isfinite(value):
-            reason = f"{self._monitor} became {value} at epoch {epoch + 1}"
+        if diverged(value, self._first):
+            if value is None or not math.isfinite(value):
+                reason = f"{self._monitor} became {value} at epoch {epoch + 1}"
+            else:
+                reason = (
+                    f"{self._monitor} diverged to {value:.4g} at epoch {epoch + 1}, more than "
+                    f"{DIVERGED_FACTOR:g} x its first epoch's {self._first:.4g}"
+                )
             self._trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)
+        if self._first is None and value is not None:
+            self._first = float(value)
 
 
 class _RecordSize(keras.callbacks.Callback):

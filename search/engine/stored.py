@@ -10,7 +10,6 @@ from optuna.trial import FrozenTrial
 
 from search.engine.study import FINISHED, best_trial
 from search.errors import ReplayError, StudyFileError
-from search.spec.space import FloatRange
 from search.spec.studyfile import spec_from_dict
 
 if TYPE_CHECKING:
@@ -71,10 +70,4 @@ def pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 
 def model_params(spec: StudySpec, trial: FrozenTrial) -> dict[str, Any]:
     """All model parameters of a stored trial: fixed ones included, ``use_l2 = False`` as 0."""
-    out: dict[str, Any] = {}
-    for name, param in spec.space.items():
-        if name in trial.params:
-            out[name] = trial.params[name]
-        elif isinstance(param, FloatRange) and param.zero:
-            out[name] = 0.0
-    return spec.resolve_params(out)
+    return spec.stored_params(trial.params, trial.user_attrs.get("baseline"))

@@ -7,6 +7,7 @@ One rule each, used everywhere: :data:`FINISHED` (the states that count against 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import warnings
@@ -22,9 +23,32 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 """Trial states that count against a study's budget of trials."""
 
 
-def make_sampler(spec: StudySpec, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler; each worker offsets the seed so workers do not propose twins."""
-    seed = spec.sampler.seed + seed_offset
+def sampler_seed(spec: StudySpec, seed_offset: int = 0, stored_trials: int = 0) -> int:
+    """The seed of a study's sampler: the study file's seed, the worker's offset, the trials stored.
+
+    A new study (no trial stored) starts from ``sampler.seed + seed_offset``, as always. A
+    resumed one adds the number of trials already stored (whatever their state), so it goes on
+    with new draws instead of repeating the first ones of the sequence it started with; the
+    same stored study resumed twice still draws the same.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> spec = SimpleNamespace(sampler=SimpleNamespace(seed=42))
+        >>> sampler_seed(spec), sampler_seed(spec, 0, 4), sampler_seed(spec, 7, 4)
+        (42, 46, 53)
+    """
+    return int(spec.sampler.seed) + seed_offset + stored_trials
+
+
+def make_sampler(
+    spec: StudySpec, seed_offset: int = 0, stored_trials: int = 0
+) -> optuna.samplers.BaseSampler:
+    """The study's sampler; each worker offsets the seed so workers do not propose twins.
+
+    ``stored_trials`` is how many trials a resumed study already holds (see
+    :func:`sampler_seed`).
+    """
+    seed = sampler_seed(spec, seed_offset, stored_trials)
     if spec.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
@@ -63,14 +87,25 @@ def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
             n_warmup_steps=opts.get("n_warmup_steps", 0),
             interval_steps=opts.get("interval_steps", 1),
         )
+    if name == "wilcoxon":  # per-fold scores against the best trial's same folds
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.WilcoxonPruner(
+                p_threshold=opts.get("p_threshold", 0.1),
+                n_startup_steps=opts.get("n_startup_steps", 2),
+            )
     return optuna.pruners.NopPruner()
 
 
 def library_versions() -> dict[str, str]:
     """Versions of what produced the trials, stored on the study."""
-    import keras  # TensorFlow: imported only once a study is really opened
     import numpy
-    import tensorflow as tf
+
+    from search.training.quiet_start import native_startup_quieted
+
+    with native_startup_quieted():  # TensorFlow: imported only once a study is really opened
+        import keras
+        import tensorflow as tf
 
     return {
         "python": platform.python_version(),
@@ -93,32 +128,60 @@ def open_study(
         The study and whether it was created now.
     """
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    file_text = _study_file_text(spec)  # first: a missing file creates nothing
+    stored_trials = 0
+    if spec.name in existing:  # resumed: the sampler goes on, it does not start over
+        stored_trials = storage.get_n_trials(storage.get_study_id_from_name(spec.name))
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
-        sampler=make_sampler(spec, seed_offset),
+        sampler=make_sampler(spec, seed_offset, stored_trials),
         pruner=make_pruner(spec),
         directions=spec.directions,
         load_if_exists=True,
     )
     created = spec.name not in existing
     if created or "study_file" not in study.user_attrs:
-        study.set_user_attr("study_file", str(spec.path))
-        study.set_user_attr("study_file_text", spec.path.read_text(encoding="utf-8"))
-        study.set_user_attr("spec", json.loads(json.dumps(spec.to_dict())))
-        study.set_user_attr("objective", spec.objective)
-        study.set_user_attr("versions", library_versions())
-        for baseline in spec.baselines:
-            study.enqueue_trial(
-                spec.baseline_trial_params(baseline),
-                user_attrs={"baseline": baseline.name},
-                skip_if_exists=True,
-            )
-        # objective names (val_loss, param_count), for the dashboard
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(spec.metric_names)
+        try:
+            _record_study(study, spec, file_text)
+        except BaseException:
+            if created:  # no half-made study is left behind: the next run starts afresh
+                with contextlib.suppress(Exception):
+                    optuna.delete_study(study_name=spec.name, storage=storage)
+            raise
     return study, created
+
+
+def _study_file_text(spec: StudySpec) -> str:
+    """The study file's text, stored on the study; a file that cannot be read is bad input."""
+    from search.errors import StudyFileError
+
+    try:
+        return spec.path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise StudyFileError(
+            str(spec.path), "", f"cannot read the study file ({reason}); fix the path and run again"
+        ) from None
+
+
+def _record_study(study: optuna.Study, spec: StudySpec, file_text: str) -> None:
+    """A new study's file, spec, versions, baselines (enqueued) and metric names."""
+    study.set_user_attr("study_file", str(spec.path))
+    study.set_user_attr("study_file_text", file_text)
+    study.set_user_attr("spec", json.loads(json.dumps(spec.to_dict())))
+    study.set_user_attr("objective", spec.objective)
+    study.set_user_attr("versions", library_versions())
+    for baseline in spec.baselines:
+        study.enqueue_trial(
+            spec.baseline_trial_params(baseline),
+            user_attrs={"baseline": baseline.name},
+            skip_if_exists=True,
+        )
+    # objective names (val_loss, param_count), for the dashboard
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(spec.metric_names)
 
 
 def count_finished(study: optuna.Study) -> int:

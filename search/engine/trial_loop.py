@@ -65,13 +65,15 @@ from search.distributed.liveness import (
     liveness_settings,
     requeue_trial,
 )
+from search.distributed.proxied import heartbeat_storage, proxy_storage, reserve_through_proxy
 from search.distributed.stop_signals import StopSignals
 from search.distributed.study_lock import _no_lock, study_lock
 from search.distributed.trial_attrs import WORKER_ATTR, _set_attrs, _stored_reason, fail_reason
 from search.engine.study import FINISHED
-from search.errors import TrialsKeepFailing, WorkerStopped
-from search.storage.retry import with_retry
-from search.storage.urls import mask_text
+from search.errors import StorageWriteError, TrialsKeepFailing, WorkerStopped
+from search.storage.retry import is_outage, with_retry
+from search.storage.urls import mask_text, mask_url
+from search.storage.write_errors import WriteProblem, write_problem
 
 __all__ = [
     "DEFAULT_MAX_FAILURES",
@@ -214,13 +216,16 @@ def run_trials(
     signals = signals or StopSignals()
     prefix = f"[{worker}] " if worker else ""
     rdb = optuna_compat.rdb_storage(study)
-    stats = getattr(rdb, "capsearch_retries", None)
+    proxy = proxy_storage(study)  # grpc://: the proxy keeps the budget and records heartbeats
+    beats = heartbeat_storage(study)
+    stats = getattr(rdb or proxy, "capsearch_retries", None)
     conflicts_before = stats.conflicts if stats else 0
     result = LoopResult()
     start = time.monotonic()
     failures_in_row = 0
     waiting_since: float | None = None
     next_stale_check = 0.0
+    current: int | None = None  # the trial id this worker runs, for a storage write failure
     try:
         # ``study.stop()`` in callbacks needs the optimize-loop flag; ask() warns without it.
         with optuna_compat.optimize_loop(study), signals.installed():
@@ -235,17 +240,29 @@ def run_trials(
                     result.reason = "timeout"
                     break
                 lock = study_lock(rdb, study.study_name) if reserve_under_lock else _no_lock()
-                with lock as connection:
-                    if time.monotonic() >= next_stale_check:
-                        _fail_stale_trials(study, rdb, liveness, prefix, echo, result)
-                        next_stale_check = time.monotonic() + liveness.heartbeat_interval
-                    finished, running, waiting = _count(study, rdb, connection)
-                    if finished >= target:
-                        result.reason = "budget"
-                        break
-                    trial_id = None
-                    if finished + running < target:
-                        trial_id = _reserve(study, waiting, worker)
+                trial_id = None
+                try:
+                    with lock as connection:
+                        if time.monotonic() >= next_stale_check:
+                            _fail_stale_trials(study, rdb, liveness, prefix, echo, result)
+                            next_stale_check = time.monotonic() + liveness.heartbeat_interval
+                        finished, running, waiting = _count(study, rdb, connection)
+                        if finished >= target:
+                            result.reason = "budget"
+                            break
+                        if finished + running < target and proxy is not None:
+                            attrs = {WORKER_ATTR: worker} if worker else {}
+                            trial_id = reserve_through_proxy(study, proxy, attrs, target, liveness)
+                        elif finished + running < target:
+                            trial_id = _reserve(study, waiting, worker)
+                except Exception as exc:  # the lock's connection lost in a database outage
+                    if not is_outage(exc) or rdb is None:
+                        raise
+                    if trial_id is None:
+                        continue  # nothing reserved: take the lock again once it is back
+                    trial_id = _recount_after_outage(study, rdb, trial_id, target, prefix, echo)
+                    if trial_id is None:
+                        continue
                 if trial_id is None:
                     if waiting_since is None:
                         waiting_since = time.monotonic()
@@ -255,11 +272,13 @@ def run_trials(
                         )
                     signals.event.wait(poll_interval)
                     continue
-                trial = _open_trial(study, trial_id, rdb)
+                current = trial_id
+                trial = _open_trial(study, trial_id, beats)
                 waiting_since = None
                 frozen = _run_one(
-                    study, trial, objective, rdb, liveness, signals, worker, echo, result
+                    study, trial, objective, beats, liveness, signals, worker, echo, result
                 )
+                current = None
                 if gc_after_trial:
                     gc.collect()
                 if frozen is None:  # stopped by a signal: the trial was failed and re-queued
@@ -277,12 +296,56 @@ def run_trials(
                         f"(last: {_stored_reason(frozen)})"
                     )
                     break
+    except Exception as exc:
+        problem = write_problem(exc)
+        if problem is None:
+            raise
+        raise _write_failure(study, current, problem, prefix) from None
     finally:
         if rdb is not None:
             rdb.remove_session()
         result.loop_seconds = time.monotonic() - start
         result.lock_conflicts = (stats.conflicts if stats else 0) - conflicts_before
     return result
+
+
+def _write_failure(
+    study: optuna.Study, trial_id: int | None, problem: WriteProblem, prefix: str
+) -> StorageWriteError:
+    """The one-line error of a storage that stopped taking writes; the running trial failed.
+
+    The trial this worker was running is marked FAIL (with the cause as its reason) where the
+    storage still takes that write; else it stays RUNNING until a worker's heartbeat check
+    finds it stale, fails it and re-queues its parameters, and the message says so.
+    """
+    storage = optuna_compat.study_storage(study)
+    rdb = optuna_compat.rdb_storage(study)
+    where = mask_url(rdb.url) if rdb is not None else "the storage"
+    what = f"{prefix}storage {where} stopped taking writes ({problem.cause})"
+    fix = f"{problem.fix}, then run again to resume (stored trials are kept)"
+    if trial_id is None:
+        return StorageWriteError(f"{what}; {fix}")
+    number: int | str = "?"
+    stored_state: TrialState | None = None
+    with contextlib.suppress(Exception):
+        stored = storage.get_trial(trial_id)
+        number, stored_state = stored.number, stored.state
+    if stored_state == TrialState.FAIL:  # the loop stored the failure before stopping
+        return StorageWriteError(
+            f"{what} during trial {number}; {fix}; trial {number} was marked failed"
+        )
+    with contextlib.suppress(Exception):
+        storage.set_trial_system_attr(trial_id, "fail_reason", f"storage: {problem.cause}")
+    try:
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except Exception:
+        outcome = (
+            f"trial {number} stays RUNNING until the next worker's heartbeat check fails and "
+            "re-queues it"
+        )
+    else:
+        outcome = f"trial {number} was marked failed"
+    return StorageWriteError(f"{what} during trial {number}; {fix}; {outcome}")
 
 
 def _count(
@@ -323,9 +386,34 @@ def _reserve(study: optuna.Study, waiting: int, worker: str) -> int:
     return optuna_compat.reserve_trial(study, user_attrs, waiting=waiting > 0)
 
 
-def _open_trial(
-    study: optuna.Study, trial_id: int, rdb: optuna.storages.RDBStorage | None
-) -> optuna.Trial:
+def _recount_after_outage(
+    study: optuna.Study,
+    rdb: optuna.storages.RDBStorage,
+    trial_id: int,
+    target: int,
+    prefix: str,
+    echo: Echo,
+) -> int | None:
+    """Count again under a new lock after the lock's connection died with a reserved trial.
+
+    The server ended the lock's session in the outage, so another worker may have counted
+    before this reservation was stored. If the study is now past its budget, this trial gives
+    its slot back (FAIL, reason stored) and None is returned; else it is run.
+    """
+    with study_lock(rdb, study.study_name) as connection:
+        finished, running, _ = _count(study, rdb, connection)
+        if finished + running <= target:
+            return trial_id
+        reason = "budget re-counted after a storage outage: slot given back"
+        storage = optuna_compat.study_storage(study)
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_system_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    echo(f"{prefix}trial id {trial_id} FAIL: {reason}")
+    return None
+
+
+def _open_trial(study: optuna.Study, trial_id: int, rdb: Any) -> optuna.Trial:
     """The :class:`optuna.Trial` of a reserved trial, its first heartbeat recorded."""
     try:
         if rdb is not None:
@@ -343,7 +431,7 @@ def _run_one(
     study: optuna.Study,
     trial: optuna.Trial,
     objective: Callable[[optuna.Trial], Any],
-    rdb: optuna.storages.RDBStorage | None,
+    rdb: Any,
     liveness: Liveness,
     signals: StopSignals,
     worker: str,
@@ -356,6 +444,7 @@ def _run_one(
     value: Any = None
     reason: str | None = None
     stopped: str | None = None
+    refused: Exception | None = None
     timer = time.perf_counter()
     with _Heartbeat(rdb, optuna_compat.trial_id(trial), liveness.heartbeat_interval):
         try:
@@ -367,6 +456,8 @@ def _run_one(
             state = TrialState.PRUNED
         except Exception as exc:
             state, reason = TrialState.FAIL, fail_reason(exc)
+            if write_problem(exc) is not None:  # the storage refused the trial's own writes
+                refused = exc
     result.objective_seconds += time.perf_counter() - timer
     if stopped is not None:
         _stop_trial(study, trial, stopped, liveness, worker, echo, result)
@@ -385,6 +476,9 @@ def _run_one(
         reason = mask_text(reason, rdb.url) if rdb is not None else reason
         _set_attrs(trial, {"fail_reason": reason}, system=True)
     frozen = study.tell(trial, values, state=state, skip_if_finished=True)
+    if refused is not None:  # failed and stored; the worker stops (see run_trials)
+        result.failed += 1
+        raise refused
     if frozen.state != state:  # another worker declared it dead meanwhile
         prefix = f"[{worker}] " if worker else ""
         _logger.warning(

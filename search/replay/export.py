@@ -6,6 +6,11 @@ as a ``.keras`` file with a JSON of its parameters and metrics, loaded back and 
 objective's split with :meth:`~search.training.prepared.PreparedData.evaluate` (data loss, inference
 mode), next to the value the trial stored. :func:`keras_code` writes the same model as plain
 Keras code.
+
+With ``[training] refit = "train+validation"`` the model learns from the training and
+validation rows together (as the end-of-run test score does); the validation rows are then no
+check, so the written model is scored on the test split against the stored test evaluation of
+the same trial and rows, when there is one.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ class ExportResult:
     loss: float
     accuracy: float | None
     tolerance: float = DEFAULT_RTOL
+    refit: str = "train"
+    n_train: int | None = None
 
     @property
     def rel_diff(self) -> float:
@@ -69,18 +76,37 @@ class ExportResult:
     def verified(self) -> bool:
         return self.stored is not None and self.rel_diff <= self.tolerance
 
+    @property
+    def ok(self) -> bool:
+        """Verified, or refit with nothing stored to compare with (``capsearch export`` exit 0)."""
+        return self.verified or (self.stored is None and self.refit != "train")
+
+    def rows(self) -> str:
+        """Which rows the model learned from, for the first output line."""
+        n = f" ({self.n_train})" if self.n_train is not None else ""
+        if self.refit == "train+validation":
+            return f'training + validation rows{n}, refit = "train+validation"'
+        return f"training rows{n}"
+
     def lines(self) -> list[str]:
         """What ``capsearch export`` prints."""
         accuracy = f", accuracy {self.accuracy:.4f}" if self.accuracy is not None else ""
         stored = f"{self.stored:.8g}" if self.stored is not None else "-"
-        verdict = "matches" if self.verified else "DIFFERS from"
+        what = "the stored value" if self.refit == "train" else "the stored test evaluation"
+        if self.stored is None and self.refit != "train":
+            check = "no stored test evaluation of this trial with these rows to compare with"
+        else:
+            verdict = "matches" if self.verified else "DIFFERS from"
+            check = (
+                f"stored {stored} (relative difference {self.rel_diff:.2e}, tolerance "
+                f"{self.tolerance:g}): {verdict} {what}"
+            )
         return [
-            f"trial {self.trial}: re-trained {self.epochs} epochs with seed {self.seed}",
+            f"trial {self.trial}: re-trained {self.epochs} epochs with seed {self.seed} on "
+            f"{self.rows()}",
             f"  model: {self.model_path}",
             f"  parameters and metrics: {self.json_path}",
-            f"  loaded back, scored on {self.split}: loss {self.loss:.8g}{accuracy}; stored "
-            f"{stored} (relative difference {self.rel_diff:.2e}, tolerance {self.tolerance:g}): "
-            f"{verdict} the stored value",
+            f"  loaded back, scored on {self.split}: loss {self.loss:.8g}{accuracy}; {check}",
         ]
 
 
@@ -103,25 +129,40 @@ def export_trial(
 ) -> ExportResult:
     """Re-train ``trial`` for its best epoch count, save it and score the saved file.
 
-    Writes ``<out_dir>/<study>_trial<N>.keras`` and ``.json`` (parameters, hyperparameter values
-    for hypermodel studies, seed, epochs, stored metrics, the check of the written model).
+    The model learns from the training rows, or from training + validation rows when the study
+    file sets ``refit = "train+validation"`` (then it is scored on the test split against the
+    study's stored test evaluation of the same trial, if any). Writes
+    ``<out_dir>/<study>_trial<N>.keras`` and ``.json`` (parameters, hyperparameter values for
+    hypermodel studies, seed, epochs, rows, stored metrics, the check of the written model).
     """
     import keras  # TensorFlow: only once the input is checked and a model is exported
 
     from search.engine.retrain import retrain_trial
-    from search.training.sparse_dense import plain_dense_copy
+    from search.training.final_model import evaluate_usable, usable_model
 
     epochs = int(trial.user_attrs.get("best_epoch") or trial.user_attrs["epochs_run"])
     seed = trial_seed(spec, trial)
-    run = retrain_trial(spec, data, trial, epochs=epochs, seed=seed)
+    refit, rows = spec.training.refit, data
+    if refit == "train+validation" and "val" in data.splits:
+        from search.training.prepared import PreparedData, train_and_validation
+
+        # as the end-of-run test score trains it (search.runs.lifecycle.evaluate_best_on_test)
+        rows = PreparedData(train_and_validation(data.dataset), use_shared_graphs=False)
+    else:
+        refit = "train"
+    run = retrain_trial(spec, rows, trial, epochs=epochs, seed=seed)
     out_dir = out_dir or default_export_dir(spec.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{spec.name}_trial{trial.number}"
     model_path = out_dir / f"{stem}.keras"
-    plain_dense_copy(run.model).save(model_path)  # loads with Keras alone
+    params = None if spec.hypermodel is not None else run.params
+    usable_model(run.model, data.dataset, params).save(model_path)  # raw inputs, plain Keras
     loaded = keras.models.load_model(model_path)
     split = "val" if spec.monitor == "val_loss" else "train"
-    loss, accuracy = data.evaluate(loaded, split)
+    stored = stored_value(spec, trial)
+    if refit != "train":  # the validation rows were learned from: check on the stored test score
+        split, stored = _stored_test_loss(study, trial, refit, data)
+    loss, accuracy = evaluate_usable(loaded, data, split)  # raw inputs where it standardizes
     result = ExportResult(
         model_path=model_path,
         json_path=out_dir / f"{stem}.json",
@@ -129,9 +170,11 @@ def export_trial(
         seed=seed,
         epochs=epochs,
         split=split,
-        stored=stored_value(spec, trial),
+        stored=stored,
         loss=loss,
         accuracy=accuracy,
+        refit=refit,
+        n_train=rows.n_train,
     )
     record: dict[str, Any] = {
         "study": spec.name,
@@ -142,6 +185,8 @@ def export_trial(
         "value": trial.value,
         "seed": seed,
         "epochs": epochs,
+        "refit": refit,
+        "n_train": rows.n_train,
         "params": trial.params,
         "model_params": run.params,
         "metrics": {k: trial.user_attrs[k] for k in METRIC_ATTRIBUTES if k in trial.user_attrs},
@@ -162,6 +207,25 @@ def export_trial(
         record["hypermodel"] = spec.hypermodel.to_dict()
     result.json_path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     return result
+
+
+def _stored_test_loss(
+    study: optuna.Study, trial: FrozenTrial, refit: str, data: PreparedData
+) -> tuple[str, float | None]:
+    """The split to score a refit model on and the stored loss to compare with.
+
+    The study's ``test_evaluation`` when it scored this trial trained on the same rows; else
+    the validation split (learned from, so nothing to compare with).
+    """
+    stored = study.user_attrs.get("test_evaluation") or {}
+    if (
+        "test" in data.splits
+        and stored.get("trial") == trial.number
+        and stored.get("refit") == refit
+        and stored.get("test_loss") is not None
+    ):
+        return "test", float(stored["test_loss"])
+    return "val", None
 
 
 def export_stored(
@@ -200,8 +264,9 @@ def code_params(spec: StudySpec, trial: FrozenTrial) -> dict[str, Any]:
 def keras_code(spec: StudySpec, trial: FrozenTrial, dataset: Dataset) -> str:
     """Plain Keras code that builds and trains the trial's model, to paste into a notebook.
 
-    Built-in studies give a ``keras.Sequential`` Dense stack with the trial's layers, units,
-    activation, L2, dropout, optimizer, learning rate, loss, batch size and epochs; hypermodel
+    Built-in studies give a ``keras.Sequential`` Dense stack with the trial's widths,
+    activation, L1, L2, dropout, batch normalization, output activation, loss, optimizer,
+    learning rate (schedule), weight decay, momentum, batch size and epochs; hypermodel
     studies give the hypermodel's own build and fit with the trial's values fixed.
 
     Args:
@@ -231,45 +296,58 @@ def keras_code(spec: StudySpec, trial: FrozenTrial, dataset: Dataset) -> str:
 def _dense_stack_code(
     spec: StudySpec, dataset: Dataset, params: dict[str, Any], seed: int, epochs: int
 ) -> str:
-    from search.training.model import loss_name, make_optimizer  # TensorFlow
+    from search.spec.family import batch_norm_after, describe_widths, layer_widths
+    from search.training.model import output_layer, training_loss  # TensorFlow
 
-    layers, units = int(params["layers"]), int(params["units"])
+    widths, norms = layer_widths(params), batch_norm_after(params)
     activation = params.get("activation", "relu")
-    l2, dropout = float(params.get("l2", 0.0)), float(params.get("dropout", 0.0))
+    l1, l2 = float(params.get("l1", 0.0)), float(params.get("l2", 0.0))
+    dropout = float(params.get("dropout", 0.0))
+    before = params.get("batch_norm_position", "after") == "before"
     batch_size = int(params["batch_size"])
-    optimizer = type(make_optimizer(params.get("optimizer", "adam"), 1e-3)).__name__
     sparse = ", sparse=True" if dataset.is_sparse else ""
-    regularizer = f", kernel_regularizer=keras.regularizers.L2({l2!r})" if l2 > 0 else ""
+    regularizer = _regularizer_code(l1, l2)
     lines = [f"            keras.Input(shape=({dataset.n_features},){sparse}),"]
-    for i in range(layers):
-        lines.append(
-            f'            keras.layers.Dense({units}, activation="{activation}"{regularizer}),'
-        )
+    for i, (width, norm) in enumerate(zip(widths, norms, strict=True)):
+        act = "None" if norm and before else f'"{activation}"'
+        lines.append(f"            keras.layers.Dense({width}, activation={act}{regularizer}),")
+        if norm:
+            lines.append("            keras.layers.BatchNormalization(),")
+            if before:
+                lines.append(f'            keras.layers.Activation("{activation}"),')
         if dropout > 0:
             lines.append(f"            keras.layers.Dropout({dropout!r}, seed={seed + i}),")
     task = dataset.task
-    if task == "regression":
-        lines.append("            keras.layers.Dense(1),")
-    elif task == "binary":
-        lines.append('            keras.layers.Dense(1, activation="sigmoid"),')
-    else:
-        lines.append(f'            keras.layers.Dense({dataset.n_classes}, activation="softmax"),')
+    units, out_activation = output_layer(task, params, dataset.n_classes)
+    out = f', activation="{out_activation}"' if out_activation else ""
+    lines.append(f"            keras.layers.Dense({units}{out}),")
     metrics = ', metrics=["accuracy"]' if task != "regression" else ""
     plain_epochs, note = _plain_epochs(spec, dataset, batch_size, epochs)
+    steps = spec.training.steps_per_epoch or math.ceil(dataset.x_train.shape[0] / batch_size)
+    summary = (
+        f"{describe_widths(params)} Dense ({activation}), L1 {l1:g}, L2 {l2:g}, "
+        f"dropout {dropout:g}"
+        + (
+            f", batch normalization after every {int(params.get('batch_norm_every', 1))}"
+            f" ({'before' if before else 'after'} the activation)"
+            if any(norms)
+            else ""
+        )
+    )
     return f"""
 import keras
 
 
 def build_model() -> keras.Model:
-    \"\"\"{layers} x Dense({units}, {activation}), L2 {l2:g}, dropout {dropout:g}.\"\"\"
+    \"\"\"{summary}.\"\"\"
     model = keras.Sequential(
         [
 {chr(10).join(lines)}
         ]
     )
     model.compile(
-        optimizer=keras.optimizers.{optimizer}(learning_rate={float(params["learning_rate"])!r}),
-        loss="{loss_name(task)}"{metrics},
+        optimizer={_optimizer_code(spec, params, steps)},
+        loss="{training_loss(task, params)}"{metrics},
     )
     return model
 
@@ -288,6 +366,44 @@ def train(x_train, y_train, x_val=None, y_val=None) -> keras.Model:
     )
     return model
 """
+
+
+def _regularizer_code(l1: float, l2: float) -> str:
+    if l1 > 0 and l2 > 0:
+        return f", kernel_regularizer=keras.regularizers.L1L2(l1={l1!r}, l2={l2!r})"
+    if l1 > 0:
+        return f", kernel_regularizer=keras.regularizers.L1({l1!r})"
+    if l2 > 0:
+        return f", kernel_regularizer=keras.regularizers.L2({l2!r})"
+    return ""
+
+
+def _optimizer_code(spec: StudySpec, params: dict[str, Any], steps: int) -> str:
+    """``keras.optimizers.X(...)`` with the trial's rate (or schedule), decay and momentum."""
+    from search.training.model import make_optimizer  # TensorFlow
+
+    name = params.get("optimizer", "adam")
+    optimizer = type(make_optimizer(name, 1e-3)).__name__
+    rate = repr(float(params["learning_rate"]))
+    schedule = params.get("schedule", "constant")
+    if schedule == "cosine":
+        rate = (
+            f"keras.optimizers.schedules.CosineDecay({rate}, "
+            f"decay_steps={spec.training.epochs * steps})"
+        )
+    elif schedule == "exponential":
+        rate = (
+            f"keras.optimizers.schedules.ExponentialDecay({rate}, decay_steps={steps}, "
+            f"decay_rate={float(params.get('decay_rate', 0.9))!r})"
+        )
+    options = [f"learning_rate={rate}"]
+    if float(params.get("weight_decay", 0.0)) > 0:
+        options.append(f"weight_decay={float(params['weight_decay'])!r}")
+    if name == "sgd" and float(params.get("momentum", 0.0)) > 0:
+        options.append(f"momentum={float(params['momentum'])!r}")
+        if params.get("nesterov"):
+            options.append("nesterov=True")
+    return f"keras.optimizers.{optimizer}({', '.join(options)})"
 
 
 def _plain_epochs(

@@ -27,6 +27,7 @@ from search.data import Dataset, data_context, load_dataset
 from search.distributed.launcher import launch_workers
 from search.distributed.study_lock import study_lock
 from search.distributed.worker_storage import open_worker_storage
+from search.engine.fingerprint import check_resume, record_fingerprint
 from search.engine.stored import stored_spec
 from search.engine.study import best_trial, count_finished, open_study
 from search.engine.trial_loop import LoopResult, run_trials
@@ -73,6 +74,7 @@ class SearchRun:
         self.liveness = self.worker.liveness()
         self._storage: optuna.storages.BaseStorage | None = None
         self._data: PreparedData | None = None
+        self._dataset: Dataset | None = None
 
     @property
     def target(self) -> int:
@@ -92,19 +94,24 @@ class SearchRun:
         self._load_dataset()
 
     def _load_dataset(self) -> Dataset:
-        context = data_context(self.spec.path.parent, self.options.data)
-        return load_dataset(self.spec.data.source, self.spec.data.options, context)
+        if self._dataset is None:
+            context = data_context(self.spec.path.parent, self.options.data)
+            self._dataset = load_dataset(self.spec.data.source, self.spec.data.options, context)
+        return self._dataset
 
     def data(self) -> PreparedData:
         """The study's data as tensors, prepared once (TensorFlow is imported here)."""
         if self._data is None:
             dataset = self._load_dataset()  # first: a data problem fails before TensorFlow
-            from search.distributed.devices import configure_tensorflow
-            from search.training.prepared import PreparedData  # TensorFlow
+            from search.training.quiet_start import native_startup_quieted
 
-            if self.worker.configure_tensorflow:  # threads and GPU memory growth, before any op
-                configure_tensorflow()
-            self._data = PreparedData(dataset)
+            with native_startup_quieted():  # TensorFlow's native start-up lines held back
+                from search.distributed.devices import configure_tensorflow
+                from search.training.prepared import PreparedData  # TensorFlow
+
+                if self.worker.configure_tensorflow:  # threads, GPU memory growth: before ops
+                    configure_tensorflow()
+                self._data = PreparedData(dataset)
         return self._data
 
     # 3. space
@@ -121,7 +128,16 @@ class SearchRun:
         with study_lock(self.storage(), self.spec.name):  # workers starting together: once
             study, created = open_study(self.spec, self.storage(), self.worker.seed_offset)
             if created:
+                record_fingerprint(study, self.spec, self._dataset)
                 write_study_note(study, self.spec)
+            else:  # other data, space or objective: one line, nothing run (engine.fingerprint)
+                check_resume(
+                    study,
+                    self.spec,
+                    self._dataset,
+                    allow_narrowed=self.options.allow_narrowed,
+                    study_file_text=self._file_text(),
+                )
         done = count_finished(study)
         verb = "created" if created else "resumed"
         self.echo(
@@ -130,6 +146,12 @@ class SearchRun:
             f"({self.spec.data.source})"
         )
         return study, created
+
+    def _file_text(self) -> str | None:
+        try:
+            return self.spec.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def open_stored(self) -> optuna.Study:
         """Load the stored study (never creates one); the spec becomes the stored file's."""
@@ -304,10 +326,17 @@ def evaluate_best_on_test(
     epochs = int(best.user_attrs.get("best_epoch", spec.training.epochs))
     seed = int(best.user_attrs.get("seed", spec.training.seed + best.number))
     echo(f"evaluating best trial {best.number} on the test split ({epochs} epochs, seed {seed})")
-    run = retrain_trial(spec, data, best, seed=seed, epochs=epochs)
-    loss, accuracy = data.evaluate(run.model, "test")
-    val_loss, _ = data.evaluate(run.model, "val") if "val" in data.splits else (None, None)
+    rows = data
+    if spec.training.refit == "train+validation":  # the final model learns from both
+        from search.training.prepared import PreparedData, train_and_validation
+
+        rows = PreparedData(train_and_validation(data.dataset), use_shared_graphs=False)
+    run = retrain_trial(spec, rows, best, seed=seed, epochs=epochs)
+    loss, accuracy = rows.evaluate(run.model, "test")
+    val_loss, _ = rows.evaluate(run.model, "val") if "val" in rows.splits else (None, None)
     result = {
+        "refit": spec.training.refit,
+        "n_train": rows.n_train,
         "trial": best.number,
         "epochs": epochs,
         "seed": seed,

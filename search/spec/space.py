@@ -152,18 +152,23 @@ class Choice:
 
 @dataclass(frozen=True)
 class Fixed:
-    """A value that is not searched (it is still recorded on every trial)."""
+    """A value that is not searched (it is still recorded on every trial).
 
-    value: Scalar
+    ``units`` may be fixed to a tuple of widths, one per hidden layer.
+    """
 
-    def suggest(self, trial: optuna.Trial, name: str) -> Scalar:
+    value: Scalar | tuple[int, ...]
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Scalar | tuple[int, ...]:
         return self.value
 
     def contains(self, value: Any) -> bool:
-        return value == self.value
+        if isinstance(self.value, tuple) and isinstance(value, (list, tuple)):
+            return tuple(value) == self.value
+        return bool(value == self.value)
 
-    def to_dict(self) -> Scalar:
-        return self.value
+    def to_dict(self) -> Scalar | list[int]:
+        return list(self.value) if isinstance(self.value, tuple) else self.value
 
 
 Param = Union[IntRange, FloatRange, Choice, Fixed]
@@ -178,13 +183,14 @@ def optuna_params_for(param: Param, name: str, value: Any) -> dict[str, Any]:
     return {name: value}
 
 
-Kind = Literal["int", "float", "str"]
+Kind = Literal["int", "float", "str", "bool"]
 _KIND_CHECKS = {
     "int": lambda v: _is_int(v),
     "float": lambda v: _is_number(v),
     "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
 }
-_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string"}
+_KIND_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
 
 def param_from_config(raw: Any, *, kind: Kind) -> Param:
@@ -221,8 +227,8 @@ def param_from_config(raw: Any, *, kind: Kind) -> Param:
         return Choice(tuple(choices))
     if "low" not in raw or "high" not in raw:
         raise SpaceError("a range needs both `low` and `high` (or give `choices`).")
-    if kind == "str":
-        raise SpaceError("text values take `choices` or a fixed value, not a range.")
+    if kind in ("str", "bool"):
+        raise SpaceError(f"{kind} values take `choices` or a fixed value, not a range.")
     log = raw.get("log", False)
     if not isinstance(log, bool):
         raise SpaceError(f"log must be true or false, got {log!r}.")

@@ -13,10 +13,19 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from search import settings
 from search.errors import OptionError, SpaceError, StudyFileError
+from search.spec.family import (
+    BATCH_NORM_POSITIONS,
+    DEFAULTS,
+    LOSSES,
+    OUTPUT_ACTIVATIONS,
+    SCHEDULES,
+    SHAPES,
+    width_key,
+)
 from search.spec.space import (
     Choice,
     Fixed,
@@ -28,11 +37,14 @@ from search.spec.space import (
     param_from_config,
 )
 
+if TYPE_CHECKING:
+    import optuna
+
 Objective = Literal["generalize", "memorize"]
 Direction = Literal["minimize", "maximize"]
 OBJECTIVES = ("generalize", "memorize")
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("hyperband", "successive_halving", "median", "none")
+PRUNERS = ("hyperband", "successive_halving", "median", "wilcoxon", "none")
 OPTIMIZERS = ("adam", "rmsprop", "sgd", "adamw", "nadam", "adagrad")
 ACTIVATIONS = (
     "relu",
@@ -55,7 +67,7 @@ HYPERPARAMETERS: dict[str, tuple[Kind, Callable[[Any], str | None]]] = {
     "units": ("int", lambda v: None if v >= 1 else f"width must be >= 1, got {v}"),
     "activation": (
         "str",
-        lambda v: None if v in ACTIVATIONS else f"unknown activation {v!r}",
+        lambda v: None if v in ACTIVATIONS else _unknown("activation", v, ACTIVATIONS),
     ),
     "l2": ("float", lambda v: None if v >= 0 else f"L2 strength must be >= 0, got {v}"),
     "dropout": (
@@ -72,9 +84,51 @@ HYPERPARAMETERS: dict[str, tuple[Kind, Callable[[Any], str | None]]] = {
     ),
     "optimizer": (
         "str",
-        lambda v: None if v in OPTIMIZERS else f"unknown optimizer {v!r}",
+        lambda v: None if v in OPTIMIZERS else _unknown("optimizer", v, OPTIMIZERS),
     ),
+    "shape": ("str", lambda v: None if v in SHAPES else _unknown("shape", v, SHAPES)),
+    "l1": ("float", lambda v: None if v >= 0 else f"L1 strength must be >= 0, got {v}"),
+    "batch_norm": ("bool", lambda v: None),
+    "batch_norm_every": (
+        "int",
+        lambda v: None if v >= 1 else f"batch_norm_every must be >= 1, got {v}",
+    ),
+    "batch_norm_position": (
+        "str",
+        lambda v: (
+            None
+            if v in BATCH_NORM_POSITIONS
+            else _unknown("batch_norm_position", v, BATCH_NORM_POSITIONS)
+        ),
+    ),
+    "output_activation": (
+        "str",
+        lambda v: (
+            None
+            if v in OUTPUT_ACTIVATIONS
+            else _unknown("output_activation", v, OUTPUT_ACTIVATIONS)
+        ),
+    ),
+    "loss": ("str", lambda v: None if v in LOSSES else _unknown("loss", v, LOSSES)),
+    "schedule": ("str", lambda v: None if v in SCHEDULES else _unknown("schedule", v, SCHEDULES)),
+    "decay_rate": (
+        "float",
+        lambda v: None if 0 < v <= 1 else f"decay_rate must be in (0, 1], got {v}",
+    ),
+    "weight_decay": (
+        "float",
+        lambda v: None if v >= 0 else f"weight_decay must be >= 0, got {v}",
+    ),
+    "momentum": (
+        "float",
+        lambda v: None if 0 <= v < 1 else f"momentum must be in [0, 1), got {v}",
+    ),
+    "nesterov": ("bool", lambda v: None),
 }
+
+
+def _unknown(key: str, value: Any, known: tuple[str, ...]) -> str:
+    return f"unknown {key} {value!r}; use one of {', '.join(known)}"
 
 
 def monitor_of(objective: str) -> str:
@@ -111,6 +165,26 @@ class TrainingSpec:
     steps_per_epoch: int | None = None
     patience: int | None = None
     seed: int = 0
+    folds: int | None = None  # k-fold cross-validation of the training rows (docs/verdict.md)
+    refit: str = "train"  # or "train+validation": the final model's rows (docs/verdict.md)
+
+
+REFITS = ("train", "train+validation")
+
+
+@dataclass(frozen=True)
+class VerdictSpec:
+    """``[verdict]``: the re-trainings behind ``capsearch verdict`` (see docs/verdict.md)."""
+
+    seeds: int = 5
+    top_k: int = 5
+    fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
+    fraction_seeds: int = 1
+    memorize_threshold: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(vars(self)) | {"fractions": list(self.fractions)}
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -132,6 +206,7 @@ class Baseline:
 
     name: str
     params: dict[str, Any]
+    epochs: int | None = None  # its own epoch cap, else the study's
 
 
 @dataclass(frozen=True)
@@ -169,6 +244,7 @@ class StudySpec:
     timeout: float | None = None
     hypermodel: HypermodelSpec | None = None
     minimize_param_count: bool = False  # [multi_objective] param_count = true
+    verdict: VerdictSpec | None = None  # [verdict]: re-trainings after the search
 
     @property
     def direction(self) -> Direction:
@@ -202,10 +278,61 @@ class StudySpec:
         return out
 
     def baseline_trial_params(self, baseline: Baseline) -> dict[str, Any]:
-        """The Optuna parameters to enqueue so a trial reproduces ``baseline``."""
+        """The Optuna parameters to enqueue so a trial reproduces ``baseline``.
+
+        A list of widths is enqueued as ``units_<i>`` (and its first width as ``units``).
+        """
         out: dict[str, Any] = {}
         for key, param in self.space.items():
-            out.update(optuna_params_for(param, key, baseline.params[key]))
+            value = baseline.params[key]
+            if key == "units" and isinstance(value, list):
+                out.update({width_key(i + 1): int(w) for i, w in enumerate(value)})
+                value = value[0]
+                if isinstance(param, Fixed):
+                    continue
+            out.update(optuna_params_for(param, key, value))
+        return out
+
+    def baseline_named(self, name: str | None) -> Baseline | None:
+        """The baseline called ``name`` (``None`` for a trial that is no baseline)."""
+        return next((b for b in self.baselines if b.name == name), None)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Sample a trial's model parameters; a baseline's trial gets exactly its values.
+
+        A ``free`` shape, or a baseline with a list of widths, samples ``units_1`` ...
+        ``units_<layers>`` from the ``units`` range, after the layer count.
+        """
+        params = {name: param.suggest(trial, name) for name, param in self.space.items()}
+        baseline = self.baseline_named(trial.user_attrs.get("baseline"))
+        units = self.space["units"]
+        listed = baseline is not None and isinstance(baseline.params.get("units"), list)
+        if (params.get("shape") == "free" or listed) and isinstance(units, (IntRange, Choice)):
+            for i in range(int(str(params["layers"]))):
+                params[width_key(i + 1)] = units.suggest(trial, width_key(i + 1))
+        if baseline is not None:
+            params.update(baseline.params)
+        return params
+
+    def stored_params(
+        self, trial_params: Mapping[str, Any], baseline: str | None
+    ) -> dict[str, Any]:
+        """A stored trial's model parameters: its Optuna ones, fixed values, its baseline's."""
+        out: dict[str, Any] = {}
+        for name, param in self.space.items():
+            if name in trial_params:
+                out[name] = trial_params[name]
+            elif isinstance(param, FloatRange) and param.zero:
+                out[name] = 0.0
+        layers = out.get("layers", trial_params.get("layers"))
+        if layers is not None:
+            for i in range(int(layers)):
+                if width_key(i + 1) in trial_params:
+                    out[width_key(i + 1)] = trial_params[width_key(i + 1)]
+        out = self.resolve_params(out)
+        chosen = self.baseline_named(baseline)
+        if chosen is not None:
+            out.update(chosen.params)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,7 +346,10 @@ class StudySpec:
             "space": {k: p.to_dict() for k, p in self.space.items()},
             "sampler": dict(vars(self.sampler)),
             "pruner": {"name": self.pruner.name, **self.pruner.options},
-            "baselines": [{"name": b.name, **b.params} for b in self.baselines],
+            "baselines": [
+                {"name": b.name, **b.params, **({"epochs": b.epochs} if b.epochs else {})}
+                for b in self.baselines
+            ],
         }
         if self.timeout is not None:
             out["timeout"] = self.timeout
@@ -228,6 +358,8 @@ class StudySpec:
             out["hypermodel"] = self.hypermodel.to_dict()
         if self.minimize_param_count:
             out["multi_objective"] = {"param_count": True}
+        if self.verdict is not None:
+            out["verdict"] = self.verdict.to_dict()
         return out
 
 
@@ -266,7 +398,12 @@ def load_study(name_or_path: str | Path, folder: Path | None = None) -> StudySpe
 
 def spec_from_dict(raw: Mapping[str, Any], *, name: str, path: Path) -> StudySpec:
     """Validate a parsed study file. See :func:`load_study`."""
-    return _Validator(str(path)).study(raw, name=name, path=path)
+    from search.spec.memory import check_model_fits
+
+    spec = _Validator(str(path)).study(raw, name=name, path=path)
+    # Inputs before the data is loaded: a text source's vocabulary, else one (a lower bound).
+    check_model_fits(spec, n_features=int(spec.data.options.get("num_words") or 1))
+    return spec
 
 
 class _Validator:
@@ -321,7 +458,9 @@ class _Validator:
             "training",
             "multi_objective",
         }
-        self.unknown(raw, top | {"space", "sampler", "pruner", "baselines", "hypermodel"}, "")
+        self.unknown(
+            raw, top | {"space", "sampler", "pruner", "baselines", "hypermodel", "verdict"}, ""
+        )
         objective = raw.get("objective")
         if objective not in OBJECTIVES:
             raise self.fail(
@@ -340,6 +479,12 @@ class _Validator:
             raise self.fail("timeout", f"must be > 0 seconds, got {timeout}.")
         multi = self.multi_objective(self.table(raw, "multi_objective", required=False))
         pruner = self.pruner(self.table(raw, "pruner", required=False))
+        if pruner.name == "wilcoxon" and not training.folds:
+            raise self.fail(
+                "pruner.name",
+                '"wilcoxon" compares per-fold scores; set [training] folds = k (k >= 2) or '
+                "use another pruner.",
+            )
         if multi and pruner.name != "none":
             if "pruner" in raw:
                 raise self.fail(
@@ -363,6 +508,41 @@ class _Validator:
             timeout=timeout,
             hypermodel=hypermodel,
             minimize_param_count=multi,
+            verdict=self.verdict(raw.get("verdict")),
+        )
+
+    def verdict(self, raw: Any) -> VerdictSpec | None:
+        """``[verdict]``: seeds, top_k, fractions, fraction_seeds, memorize_threshold."""
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            raise self.fail("verdict", f"expected a table, got {raw!r}; add a [verdict] section.")
+        raw = dict(raw)
+        allowed = {"seeds", "top_k", "fractions", "fraction_seeds", "memorize_threshold"}
+        self.unknown(raw, allowed, "verdict")
+        seeds = self.positive(raw, "seeds", 5, "verdict.seeds") or 5
+        if seeds < 2:
+            raise self.fail("verdict.seeds", f"must be >= 2 to measure the noise, got {seeds}.")
+        fractions = raw.get("fractions", [0.125, 0.25, 0.5, 1.0])
+        if (
+            not isinstance(fractions, list)
+            or not fractions
+            or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in fractions)
+            or not all(0 < f <= 1 for f in fractions)
+        ):
+            raise self.fail(
+                "verdict.fractions",
+                f"expected a list of fractions in (0, 1], got {fractions!r}; e.g. [0.25, 0.5, 1].",
+            )
+        threshold = self.typed(raw, "memorize_threshold", float, None, "verdict.memorize_threshold")
+        if threshold is not None and threshold <= 0:
+            raise self.fail("verdict.memorize_threshold", f"must be > 0, got {threshold}.")
+        return VerdictSpec(
+            seeds=seeds,
+            top_k=self.positive(raw, "top_k", 5, "verdict.top_k") or 5,
+            fractions=tuple(sorted({float(f) for f in fractions})),
+            fraction_seeds=self.positive(raw, "fraction_seeds", 1, "verdict.fraction_seeds") or 1,
+            memorize_threshold=threshold,
         )
 
     def multi_objective(self, raw: dict[str, Any]) -> bool:
@@ -431,15 +611,24 @@ class _Validator:
         return DataSpec(source=source, options=options)
 
     def training(self, raw: dict[str, Any]) -> TrainingSpec:
-        self.unknown(raw, {"epochs", "steps_per_epoch", "patience", "seed"}, "training")
+        allowed = {"epochs", "steps_per_epoch", "patience", "seed", "folds", "refit"}
+        self.unknown(raw, allowed, "training")
         epochs = self.positive(raw, "epochs", None, "training.epochs")
         if epochs is None:
             raise self.fail("training.epochs", "missing; set the epoch cap, e.g. epochs = 20.")
+        folds = self.positive(raw, "folds", None, "training.folds")
+        if folds is not None and folds < 2:
+            raise self.fail("training.folds", f"must be >= 2 (or absent), got {folds}.")
+        refit = self.typed(raw, "refit", str, "train", "training.refit")
+        if refit not in REFITS:
+            raise self.fail("training.refit", f"must be one of {', '.join(REFITS)}, got {refit!r}.")
         return TrainingSpec(
             epochs=epochs,
             steps_per_epoch=self.positive(raw, "steps_per_epoch", None, "training.steps_per_epoch"),
             patience=self.positive(raw, "patience", None, "training.patience"),
             seed=self.typed(raw, "seed", int, 0, "training.seed"),
+            folds=folds,
+            refit=refit,
         )
 
     def space(self, raw: dict[str, Any], model: dict[str, Any]) -> dict[str, Param]:
@@ -457,16 +646,50 @@ class _Validator:
         for key, value in merged.items():
             kind, check = HYPERPARAMETERS[key]
             where = f"space.{key}" if key in raw else f"model.{key}"
-            try:
-                param = param_from_config(value, kind=kind)
-            except SpaceError as exc:
-                raise self.fail(where, exc.problem) from None
+            if key == "units" and isinstance(value, list):
+                param: Param = self.width_list(value, where)
+            else:
+                try:
+                    param = param_from_config(value, kind=kind)
+                except SpaceError as exc:
+                    raise self.fail(where, exc.problem) from None
             for bound in _bounds(param):
                 problem = check(bound)
                 if problem:
                     raise self.fail(where, f"{problem}.")
             space[key] = param
+        self.space_rules(space)
         return space
+
+    def width_list(self, value: list[Any], where: str) -> Fixed:
+        """``units = [32, 16]``: one width per hidden layer."""
+        if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise self.fail(where, f"a list of widths must hold integers, got {value!r}.")
+        return Fixed(tuple(value))
+
+    def space_rules(self, space: dict[str, Param]) -> None:
+        """Rules between keys: a width list fixes the depth; ``free`` widths need a range."""
+        units, layers = space["units"], space["layers"]
+        shape = space.get("shape", Fixed("constant"))
+        if isinstance(units, Fixed) and isinstance(units.value, tuple):
+            count = len(units.value)
+            if not (isinstance(layers, Fixed) and layers.value == count):
+                raise self.fail(
+                    "space.layers",
+                    f"units lists {count} widths, so layers must be fixed to {count}, got "
+                    f"{layers.to_dict()!r}; set layers = {count} or give units as a range.",
+                )
+            if shape.to_dict() != "constant":
+                raise self.fail(
+                    "space.shape",
+                    f"shape {shape.to_dict()!r} has no effect on a list of widths; remove it.",
+                )
+        if "free" in _bounds(shape) and not isinstance(units, (IntRange, Choice)):
+            raise self.fail(
+                "space.units",
+                "shape = 'free' samples one width per layer from units; give units as a range "
+                f"or choices, got {units.to_dict()!r}.",
+            )
 
     def sampler(self, raw: dict[str, Any], seed: int) -> SamplerSpec:
         self.unknown(raw, {"name", "seed", "n_startup_trials"}, "sampler")
@@ -498,9 +721,19 @@ class _Validator:
                 "min_early_stopping_rate",
             },
             "median": {"n_startup_trials", "n_warmup_steps", "interval_steps"},
+            "wilcoxon": {"p_threshold", "n_startup_steps"},
             "none": set(),
         }[name]
         self.unknown(raw, allowed, "pruner")
+        if name == "wilcoxon":  # per-fold scores: [training] folds is checked in study()
+            p = self.typed(raw, "p_threshold", float, 0.1, "pruner.p_threshold")
+            if not 0 < p < 1:
+                raise self.fail("pruner.p_threshold", f"must be in (0, 1), got {p}.")
+            raw["p_threshold"] = p
+            steps = self.typed(raw, "n_startup_steps", int, 2, "pruner.n_startup_steps")
+            if steps < 0:
+                raise self.fail("pruner.n_startup_steps", f"must be >= 0, got {steps}.")
+            return PrunerSpec(name=name, options=raw)
         for key in raw:
             self.positive(
                 raw, key, None, f"pruner.{key}"
@@ -518,26 +751,79 @@ class _Validator:
             if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
                 raise self.fail(where, "each baseline needs a `name` string.")
             params = {k: v for k, v in item.items() if k != "name"}
-            self.unknown(params, set(HYPERPARAMETERS), where)
+            self.unknown(params, {*HYPERPARAMETERS, "epochs"}, where)
+            for key, value in params.items():
+                if key in HYPERPARAMETERS and key not in space and key != "units":
+                    self.baseline_extra(f"{where}.{key}", key, value)
             for key, param in space.items():
                 if key not in params:
                     if isinstance(param, Fixed):
                         params[key] = param.value
                         continue
-                    raise self.fail(f"{where}.{key}", f"missing in baseline {item['name']!r}.")
+                    if key == "shape" and isinstance(params.get("units"), list):
+                        # A list of widths takes no shape: enqueue one the space has.
+                        params[key] = "free" if param.contains("free") else _bounds(param)[0]
+                    elif key in DEFAULTS:  # a lever the baseline does not use
+                        params[key] = DEFAULTS[key]
+                    else:
+                        raise self.fail(f"{where}.{key}", f"missing in baseline {item['name']!r}.")
                 value = params[key]
                 if isinstance(param, FloatRange) and isinstance(value, int):
                     value = params[key] = float(value)
+                if key == "units" and isinstance(value, list):
+                    self.baseline_widths(where, params, param)
+                    continue
                 if not param.contains(value):
                     raise self.fail(
                         f"{where}.{key}",
                         f"value {value!r} is outside the search space {param.to_dict()!r}.",
                     )
-            out.append(Baseline(name=item["name"], params=params))
+            epochs = params.pop("epochs", None)
+            if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+                raise self.fail(f"{where}.epochs", f"must be a positive integer, got {epochs!r}.")
+            self.unknown(params, set(HYPERPARAMETERS), where)
+            out.append(Baseline(name=item["name"], params=params, epochs=epochs))
         names = [b.name for b in out]
         if len(set(names)) != len(names):
             raise self.fail("baselines", f"baseline names must be unique, got {names}.")
         return tuple(out)
+
+    def baseline_widths(self, where: str, params: dict[str, Any], param: Param) -> None:
+        """A baseline's ``units = [32, 16]``: one width per layer, each in the space's range."""
+        widths = params["units"]
+        self.width_list(widths, f"{where}.units")
+        if params.get("layers") != len(widths):
+            raise self.fail(
+                f"{where}.layers",
+                f"units lists {len(widths)} widths, so layers must be {len(widths)}, got "
+                f"{params.get('layers')!r}.",
+            )
+        if isinstance(param, Fixed):
+            if not param.contains(widths):
+                raise self.fail(
+                    f"{where}.units",
+                    f"value {widths!r} differs from the fixed {param.to_dict()!r}.",
+                )
+            return
+        for width in widths:
+            if not param.contains(width):
+                raise self.fail(
+                    f"{where}.units",
+                    f"width {width!r} is outside the search space {param.to_dict()!r}.",
+                )
+
+    def baseline_extra(self, where: str, key: str, value: Any) -> None:
+        """A baseline's value of a key the space does not search: checked like a fixed value."""
+        kind, check = HYPERPARAMETERS[key]
+        try:
+            param = param_from_config(value, kind=kind)
+        except SpaceError as exc:
+            raise self.fail(where, exc.problem) from None
+        if not isinstance(param, Fixed):
+            raise self.fail(where, f"a baseline takes one value, got {value!r}.")
+        problem = check(param.value)
+        if problem:
+            raise self.fail(where, f"{problem}.")
 
 
 def _bounds(param: Param) -> list[Any]:
@@ -545,4 +831,6 @@ def _bounds(param: Param) -> list[Any]:
         return [param.low, param.high]
     if isinstance(param, Choice):
         return list(param.choices)
+    if isinstance(param.value, tuple):
+        return list(param.value)
     return [param.value]

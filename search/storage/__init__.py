@@ -1,9 +1,9 @@
 """Where studies live: open, check, list and copy Optuna storages safely.
 
 Every study is kept in an Optuna :class:`~optuna.storages.RDBStorage`. By default that is one
-SQLite file, ``storage/studies.db`` under the current folder; ``--storage`` or the environment
-variable ``CAPSEARCH_STORAGE`` can point to another SQLite file or to a PostgreSQL or MySQL
-server shared by several machines.
+SQLite file, ``storage/studies.db`` under the project folder (the checkout, from any current
+folder); ``--storage`` or the environment variable ``CAPSEARCH_STORAGE`` can point to another
+SQLite file or to a PostgreSQL or MySQL server shared by several machines.
 
 One concept per module:
 

@@ -24,10 +24,20 @@ import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
 from search.errors import StorageError
+from search.storage.proxy import ProxyStorage, is_proxy_url, open_proxy
 from search.storage.retry import with_retry
-from search.storage.urls import DEFAULT_STORAGE_DIR, DEFAULT_STORAGE_FILE, mask_text, mask_url
+from search.storage.urls import (
+    DEFAULT_STORAGE_DIR,
+    DEFAULT_STORAGE_FILE,
+    mask_text,
+    mask_url,
+    raw_password_problem,
+)
 
-__all__ = ["SQLITE_BUSY_TIMEOUT_S", "open_storage"]
+__all__ = ["SQLITE_BUSY_TIMEOUT_S", "OpenedStorage", "close_storage", "open_storage"]
+
+OpenedStorage = optuna.storages.RDBStorage | ProxyStorage
+"""What :func:`open_storage` returns: a database, or Optuna's gRPC proxy in front of one."""
 
 _logger = logging.getLogger(__name__)
 
@@ -93,6 +103,9 @@ def _parse(url: str) -> URL:
             "not a database URL",
             f"pass --storage as a URL such as {_EXAMPLES} (a file needs the sqlite:/// prefix)",
         ) from exc
+    password_problem = raw_password_problem(url)
+    if password_problem is not None:  # the driver would connect elsewhere, with a cut password
+        raise _fail(url, password_problem, "fix --storage (or $CAPSEARCH_STORAGE) and try again")
     backend = parsed.get_backend_name()
     if backend == "postgres":  # Heroku-style spelling
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -225,8 +238,8 @@ def _connect_fix(backend: str) -> str:
     if backend == "sqlite":
         return "check the file and its folder or pass --storage with another path"
     return (
-        "check that the server is running and that host, port, user, password and database "
-        "name in --storage are right"
+        "check that the server is running and that host, port, user, password (special "
+        "characters percent-encoded) and database name in --storage are right"
     )
 
 
@@ -260,7 +273,7 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     create: bool = True,
-) -> optuna.storages.RDBStorage:
+) -> OpenedStorage:
     """Open an Optuna storage, checking the URL and the database first.
 
     SQLite files are switched to WAL mode and opened with a 60 s busy timeout; the folder
@@ -269,7 +282,8 @@ def open_storage(
     connections are pinged before use after 5 s idle.
 
     Args:
-        url: Storage URL (``sqlite:///path.db``, ``postgresql://...``, ``mysql+pymysql://...``).
+        url: Storage URL (``sqlite:///path.db``, ``postgresql://...``, ``mysql+pymysql://...``,
+            or ``grpc://host:port`` for a ``capsearch proxy``: :mod:`search.storage.proxy`).
         heartbeat_interval: Seconds between heartbeats of running trials; enables the detection
             of trials whose worker died.
         grace_period: Seconds without heartbeat after which a running trial is stale
@@ -291,6 +305,10 @@ def open_storage(
         >>> storage = open_storage("sqlite:///storage/studies.db", heartbeat_interval=60)
         >>> study = optuna.create_study(study_name="mlp", storage=storage, load_if_exists=True)
     """
+    if is_proxy_url(url):  # Optuna's gRPC proxy: the database is the proxy's business
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return open_proxy(url, heartbeat_interval=heartbeat_interval)
     parsed = _parse(url)
     backend = parsed.get_backend_name()
     for name, value, lowest in (
@@ -341,6 +359,15 @@ def open_storage(
     if backend != "sqlite":
         _ping_after_idle(storage.engine, PING_AFTER_IDLE_S)
     return storage
+
+
+def close_storage(storage: OpenedStorage) -> None:
+    """Close what :func:`open_storage` opened: the pooled connections, or the proxy's channel."""
+    if isinstance(storage, ProxyStorage):
+        storage.close()
+    else:
+        storage.remove_session()
+        storage.engine.dispose()
 
 
 def _rdb_storage(

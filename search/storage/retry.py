@@ -1,7 +1,15 @@
-"""Lock conflicts: recognising them and retrying the storage call that met one.
+"""Lock conflicts and outages: recognising them and retrying the storage call that met one.
 
 SQLite's busy timeout makes most conflicts wait; :func:`with_retry` covers the rare ones that
 SQLite reports without waiting, and the deadlocks and serialization failures of servers.
+
+A database server or storage proxy that stops answering mid-run (a restart, a failover) is an
+*outage*: :func:`is_outage` recognises it (PostgreSQL's shutdown and connection errors, a
+connection SQLAlchemy found dead, a gRPC proxy that is unavailable or reports its database
+gone), and :func:`with_outage_retry` waits for the storage to come back, bounded by
+``CAPSEARCH_STORAGE_WAIT`` (300 s), with one warning line per outage in the process and one
+line when it is back. Only a storage that opened is waited for: a server that does not answer
+when a command starts is bad input (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -9,13 +17,24 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import sqlalchemy.exc
 
-__all__ = ["with_retry"]
+from search import settings
+from search.errors import StorageUnavailable, first_line
+from search.storage.urls import mask_text, mask_url
+
+__all__ = [
+    "DEFAULT_STORAGE_WAIT_S",
+    "is_outage",
+    "outage_wait_seconds",
+    "with_outage_retry",
+    "with_retry",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -84,3 +103,224 @@ def with_retry(
             )
             time.sleep(delay)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+DEFAULT_STORAGE_WAIT_S = 300
+"""Seconds a worker waits for an unreachable storage (``CAPSEARCH_STORAGE_WAIT`` sets it)."""
+
+# SQLSTATEs of a server going away: admin/crash shutdown, cannot connect now, connection errors.
+_OUTAGE_SQLSTATES = frozenset(
+    {"57P01", "57P02", "57P03", "08000", "08001", "08003", "08004", "08006", "08007"}
+)
+_OUTAGE_MARKERS = (
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "terminating connection due to administrator command",
+    "server closed the connection unexpectedly",
+    "consuming input failed",
+    "could not receive data from server",
+    "connection refused",
+    "connection reset by peer",
+    "broken pipe",
+    "the connection is closed",
+    "the connection is lost",
+    "connection is closed",
+    "connection timeout expired",
+    "ssl syscall error",
+    "lost connection to mysql server",
+    "mysql server has gone away",
+    "can't connect to mysql server",
+    "can't reconnect until invalid transaction is rolled back",
+    "failed to connect to all addresses",
+    "capsearch-proxy: database unreachable",  # a capsearch proxy whose database is away
+    "socket closed",
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it was raised from or wraps (``orig``), each once."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    out: list[BaseException] = []
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        out.append(current)
+        for linked in (getattr(current, "orig", None), current.__cause__, current.__context__):
+            if isinstance(linked, BaseException):
+                todo.append(linked)
+    return out
+
+
+def _grpc_outage(exc: BaseException) -> bool | None:
+    """For a gRPC error: whether the proxy (or the database behind it) is away; else None."""
+    code = getattr(exc, "code", None)
+    details = getattr(exc, "details", None)
+    if not (callable(code) and callable(details)) or type(exc).__module__.split(".")[0] != "grpc":
+        return None
+    name = getattr(code(), "name", "")
+    if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        return True
+    text = str(details() or "").lower()
+    return name in ("UNKNOWN", "INTERNAL") and any(m in text for m in _OUTAGE_MARKERS)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it wraps) says the storage went away, not bad input.
+
+    Recognised: PostgreSQL shutting down, starting up or refusing connections (SQLSTATE
+    classes 08 and 57P), a connection SQLAlchemy found dead (``connection_invalidated``), the
+    messages psycopg and MySQL drivers give for a lost connection, a gRPC proxy that is
+    unavailable, and a proxy whose own database call failed that way.
+
+    Example:
+        >>> is_outage(RuntimeError("FATAL: the database system is shutting down"))
+        False
+        >>> import sqlalchemy.exc
+        >>> is_outage(sqlalchemy.exc.OperationalError(
+        ...     "SELECT 1", {}, Exception("server closed the connection unexpectedly")))
+        True
+        >>> is_outage(sqlalchemy.exc.OperationalError(
+        ...     "SELECT 1", {}, Exception("password authentication failed for user \"u\"")))
+        False
+    """
+    for current in _chain(exc):
+        grpc_says = _grpc_outage(current)
+        if grpc_says is not None:
+            if grpc_says:
+                return True
+            continue
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if getattr(current, "sqlstate", None) in _OUTAGE_SQLSTATES:
+            return True
+        if isinstance(
+            current,
+            (
+                sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.InterfaceError,
+                sqlalchemy.exc.PendingRollbackError,
+                sqlalchemy.exc.DisconnectionError,
+                ConnectionError,
+            ),
+        ) or type(current).__name__ in ("OperationalError", "InterfaceError"):
+            text = str(current).lower()
+            if any(marker in text for marker in _OUTAGE_MARKERS):
+                return True
+    return False
+
+
+def outage_wait_seconds() -> int:
+    """How long a worker waits for its storage to come back: ``CAPSEARCH_STORAGE_WAIT`` or 300."""
+    return settings.storage_wait() or DEFAULT_STORAGE_WAIT_S
+
+
+class _OutageLog:
+    """One warning line when this process first meets an outage, one when the storage is back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.since: float | None = None
+        self.outages = 0
+
+    def failed(self, exc: BaseException, url: str) -> float:
+        """Note a failed call; returns when the outage began (``time.monotonic``)."""
+        with self._lock:
+            if self.since is None:
+                self.since = time.monotonic()
+                self.outages += 1
+                _logger.warning(
+                    "storage %s unreachable (%s); waiting up to %d s for it to come back",
+                    mask_url(url) if url else "",
+                    mask_text(_reason(exc), url),
+                    outage_wait_seconds(),
+                )
+            return self.since
+
+    def succeeded(self, url: str) -> None:
+        if self.since is None:  # the common case, without taking the lock
+            return
+        with self._lock:
+            if self.since is not None:
+                _logger.warning(
+                    "storage %s back after %.1f s",
+                    mask_url(url) if url else "",
+                    time.monotonic() - self.since,
+                )
+                self.since = None
+
+
+OUTAGES = _OutageLog()
+"""This process's outage state (one warning per outage, whichever thread meets it first)."""
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost driver message of ``exc``, on one line."""
+    for current in reversed(_chain(exc)):
+        details = getattr(current, "details", None)
+        text = str(details() if callable(details) else current)
+        line = first_line(Exception(text))
+        if line:
+            return line[:200]
+    return type(exc).__name__
+
+
+def with_outage_retry(
+    fn: Callable[[], T],
+    *,
+    url: str = "",
+    wait_s: float | None = None,
+    after_outage: Callable[[Exception], T] | None = None,
+) -> T:
+    """Call ``fn``; while the storage is unreachable (:func:`is_outage`), wait and call again.
+
+    Waits 0.2 s, doubling up to 2 s, between calls, for at most ``wait_s`` seconds since the
+    outage began (default :func:`outage_wait_seconds`). The first failure of an outage logs
+    one warning line (the URL's password masked), its end one more.
+
+    Args:
+        fn: The storage call, without arguments.
+        url: The storage's URL, shown masked in the warning lines.
+        wait_s: The bound; default ``CAPSEARCH_STORAGE_WAIT`` or 300 s.
+        after_outage: Called with a (non-outage) exception raised by a call made again after
+            an outage: the first call's write may have been applied before the connection
+            broke (e.g. a trial already COMPLETE). It returns the value to use, or raises.
+
+    Returns:
+        What ``fn`` returns.
+
+    Raises:
+        StorageUnavailable: The storage stayed unreachable for longer than the bound.
+        Exception: Whatever ``fn`` raises that is not an outage.
+    """
+    bound = outage_wait_seconds() if wait_s is None else wait_s
+    delay = 0.2
+    retried = False
+    while True:
+        try:
+            value = fn()
+        except Exception as exc:
+            if not is_outage(exc):
+                if retried and after_outage is not None:
+                    OUTAGES.succeeded(url)
+                    return after_outage(exc)
+                raise
+            since = OUTAGES.failed(exc, url)
+            if time.monotonic() - since >= bound:
+                raise StorageUnavailable(
+                    f"storage {mask_url(url) if url else '(storage)'} unreachable for more "
+                    f"than {bound:.0f} s ({mask_text(_reason(exc), url)}); start the database "
+                    "or proxy again and rerun the same command to resume (a trial left RUNNING "
+                    "is failed by the next worker's heartbeat check and re-queued), or raise "
+                    f"{settings.STORAGE_WAIT.name}"
+                ) from None
+            retried = True
+            time.sleep(delay * (0.75 + 0.5 * random.random()))
+            delay = min(2.0, delay * 2)
+            continue
+        OUTAGES.succeeded(url)
+        return value

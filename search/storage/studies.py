@@ -15,13 +15,15 @@ import sqlalchemy.exc
 
 from search._compat import optuna as optuna_compat
 from search.errors import StorageError, StudyNotFoundError
-from search.storage.opening import _fail, _reason, open_storage
+from search.storage.opening import OpenedStorage, _fail, _reason, close_storage, open_storage
+from search.storage.proxy import LOCK_STUDY_PREFIX
 from search.storage.urls import mask_text, mask_url, resolve_storage_url
 
 __all__ = [
     "StoredStudy",
     "StudySummaryRow",
     "copy_study",
+    "delete_study",
     "delete_study_if_present",
     "list_studies",
     "load_stored_study",
@@ -105,6 +107,8 @@ def list_studies(url: str) -> list[StudySummaryRow]:
     try:
         rows = []
         for study in storage.get_all_studies():
+            if study.study_name.startswith(LOCK_STUDY_PREFIX):  # a proxy's study lock
+                continue
             trials = storage.get_all_trials(optuna_compat.study_id(study), deepcopy=False)
             states = Counter(t.state for t in trials)
             directions = tuple(d.name.lower() for d in study.directions)
@@ -136,17 +140,16 @@ def list_studies(url: str) -> list[StudySummaryRow]:
     return sorted(rows, key=lambda row: row.name)
 
 
-def _study_id(storage: optuna.storages.RDBStorage, name: str) -> int | None:
+def _study_id(storage: optuna.storages.BaseStorage, name: str) -> int | None:
     try:
         return storage.get_study_id_from_name(name)
     except KeyError:
         return None
 
 
-def _dispose(storage: optuna.storages.RDBStorage) -> None:
+def _dispose(storage: OpenedStorage) -> None:
     """Close the connections of a storage this module opened for a one-off task."""
-    storage.remove_session()
-    storage.engine.dispose()
+    close_storage(storage)
 
 
 def copy_study(name: str, from_url: str, to_url: str, *, allow_running: bool = False) -> int:
@@ -177,22 +180,23 @@ def copy_study(name: str, from_url: str, to_url: str, *, allow_running: bool = F
             destination already has one, the source has RUNNING trials, or the copy failed.
     """
     source = open_storage(from_url, create=False)
-    try:
-        destination = open_storage(to_url, create=True)
-    except StorageError:
-        _dispose(source)
-        raise
-    try:
+    try:  # the source is checked before the destination is opened (and maybe created)
         source_id = _study_id(source, name)
         if source_id is None:
             raise StorageError(
                 f"No study '{name}' in {mask_url(from_url)}; "
                 "check the name with the list command or pass the storage that holds it."
             )
+        destination = open_storage(to_url, create=True)
+    except StorageError:
+        _dispose(source)
+        raise
+    try:
         if _study_id(destination, name) is not None:
             raise StorageError(
                 f"Study '{name}' already exists in {mask_url(to_url)}; "
-                "delete it or choose another name."
+                f"delete it or choose another name (capsearch delete {name} --storage URL "
+                "deletes it)."
             )
         trials = source.get_all_trials(source_id, deepcopy=False)
         running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
@@ -207,7 +211,8 @@ def copy_study(name: str, from_url: str, to_url: str, *, allow_running: bool = F
         except optuna.exceptions.DuplicatedStudyError as exc:  # created meanwhile by another
             raise StorageError(
                 f"Study '{name}' already exists in {mask_url(to_url)}; "
-                "delete it or choose another name."
+                f"delete it or choose another name (capsearch delete {name} --storage URL "
+                "deletes it)."
             ) from exc
         except Exception as exc:
             _delete_partial(destination, name)
@@ -223,7 +228,7 @@ def copy_study(name: str, from_url: str, to_url: str, *, allow_running: bool = F
         _dispose(destination)
 
 
-def _delete_partial(storage: optuna.storages.RDBStorage, name: str) -> None:
+def _delete_partial(storage: optuna.storages.BaseStorage, name: str) -> None:
     study_id = _study_id(storage, name)
     if study_id is None:
         return
@@ -257,5 +262,43 @@ def delete_study_if_present(url: str, name: str) -> bool:
             return False
         storage.delete_study(study_id)
         return True
+    finally:
+        _dispose(storage)
+
+
+def delete_study(name: str, url: str) -> int:
+    """Delete the stored study ``name`` with all its trials; the storage must exist.
+
+    Unlike :func:`delete_study_if_present`, nothing is created: a missing SQLite file or a
+    missing study is an error.
+
+    Args:
+        name: Study name.
+        url: Storage URL.
+
+    Returns:
+        The number of trials deleted with the study.
+
+    Raises:
+        StudyNotFoundError: No study ``name`` there (the message lists the stored ones).
+        StorageError: The storage cannot be opened or the study cannot be deleted.
+    """
+    storage = open_storage(url, create=False)
+    try:
+        study_id = _study_id(storage, name)
+        if study_id is None:
+            stored = ", ".join(s.study_name for s in storage.get_all_studies()) or "(none)"
+            raise StudyNotFoundError(
+                f"no study {name!r} in {mask_url(url)}; stored studies: {stored}. "
+                "Check the name (capsearch list) or pass the --storage that holds it."
+            )
+        count = storage.get_n_trials(study_id)
+        try:
+            storage.delete_study(study_id)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise _fail(
+                url, f"cannot delete study {name!r} ({_reason(exc, url)})", "check the database"
+            ) from exc
+        return count
     finally:
         _dispose(storage)

@@ -1,8 +1,11 @@
-"""The model family searched: a stack of Dense layers with L2 on kernels and dropout after each.
+"""The model family searched: a stack of Dense layers, one width each, with L1 and L2 on kernels,
+batch normalization after every k-th layer and dropout after each.
 
-The output layer and the loss follow the task: one linear unit and mean squared error for
-regression, one sigmoid unit and binary cross-entropy for binary classification, a softmax and
-sparse categorical cross-entropy for several classes.
+The output layer and the loss follow the task: one linear unit (or a sigmoid, for targets in
+[0, 1]) and mean squared error (or MAE, Huber) for regression, one sigmoid unit and binary
+cross-entropy for binary classification, a softmax and sparse categorical cross-entropy for
+several classes. The optimizer may have a learning-rate schedule, decoupled weight decay and (SGD)
+momentum.
 """
 
 from __future__ import annotations
@@ -25,8 +28,15 @@ _OPTIMIZERS = {
 }
 
 
+_REGRESSION_LOSSES = {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber": "huber"}
+
+
 def loss_name(task: Task) -> str:
-    """The Keras loss a task trains with."""
+    """The Keras loss a task is measured with: trials are compared in it (MSE for regression).
+
+    A regression trial may train with another (its ``loss``, see :func:`training_loss`); its
+    ``train_loss`` and ``val_loss`` are still this one, so trials with different losses compare.
+    """
     return {
         "regression": "mean_squared_error",
         "binary": "binary_crossentropy",
@@ -71,6 +81,37 @@ def summed_loss_and_hits(
     return tf.add_n(loss_sums), tf.add_n(hit_counts)
 
 
+def training_loss(task: Task, params: Mapping[str, Any]) -> str:
+    """The Keras loss a trial trains with: its ``loss`` parameter (regression), else the task's.
+
+    Example:
+        >>> training_loss("regression", {"loss": "mae"}), training_loss("binary", {})
+        ('mean_absolute_error', 'binary_crossentropy')
+    """
+    name = params.get("loss", "mse")
+    if task != "regression":
+        if name != "mse":
+            raise ValueError(
+                f"loss = {name!r} is for regression; a {task} task trains with its "
+                "cross-entropy. Remove loss from the space."
+            )
+        return loss_name(task)
+    return _REGRESSION_LOSSES[name]
+
+
+def output_layer(task: Task, params: Mapping[str, Any], n_classes: int) -> tuple[int, str | None]:
+    """Units and activation of the output layer: ``output_activation`` applies to regression."""
+    activation = params.get("output_activation", "linear")
+    if task != "regression":
+        if activation != "linear":
+            raise ValueError(
+                f"output_activation = {activation!r} is for regression; a {task} task ends in "
+                "its own sigmoid or softmax. Remove output_activation from the space."
+            )
+        return (1, "sigmoid") if task == "binary" else (n_classes, "softmax")
+    return 1, None if activation == "linear" else activation
+
+
 def build_model(
     params: Mapping[str, Any],
     *,
@@ -81,12 +122,18 @@ def build_model(
     seed: int = 0,
     steps_per_execution: int = 1,
     build_optimizer: bool = True,
+    steps_per_epoch: int = 1,
+    epochs: int = 1,
 ) -> keras.Model:
     """Build and compile a Dense-stack model from one trial's parameters.
 
     Args:
-        params: ``layers``, ``units``, ``activation``, ``l2``, ``dropout``, ``learning_rate`` and
-            ``optimizer``; ``layers = 0`` gives a linear (or logistic) model.
+        params: ``layers``, ``units`` (or a list, or ``shape`` and ``units_<i>``, see
+            :mod:`search.spec.family`), ``activation``, ``l1``, ``l2``, ``dropout``,
+            ``batch_norm`` (``batch_norm_every``, ``batch_norm_position``),
+            ``output_activation``, ``loss``, ``learning_rate``, ``schedule`` (``decay_rate``),
+            ``optimizer``, ``weight_decay``, ``momentum`` and ``nesterov``; ``layers = 0`` gives a
+            linear (or logistic) model.
         n_features: Width of the input.
         task: ``"regression"``, ``"binary"`` or ``"multiclass"``.
         n_classes: Number of classes of a multi-class task.
@@ -96,19 +143,26 @@ def build_model(
         build_optimizer: Create the optimizer's slots now, as ``model.fit`` needs (see below).
             :meth:`search.training.prepared.PreparedData.fit` creates them itself, and only when it
             trains through ``fit``: the shared graphs keep their own slots.
+        steps_per_epoch: Optimizer steps per epoch: the exponential schedule decays per epoch.
+        epochs: The epoch cap: the cosine schedule decays over ``epochs * steps_per_epoch`` steps.
 
     Returns:
         A compiled ``keras.Model``.
     """
     import keras
 
+    from search.spec.family import batch_norm_after, layer_widths
+
     # Seeded initializers, not keras.utils.set_random_seed: TensorFlow's global seed clears the
     # cache of instantiated graphs, which search.training.shared_graphs keeps across trials (0.25 s
     # each).
     initial = keras.random.SeedGenerator(seed)
-    l2 = float(params.get("l2", 0.0))
     dropout = float(params.get("dropout", 0.0))
-    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    regularizer = kernel_regularizer(float(params.get("l1", 0.0)), float(params.get("l2", 0.0)))
+    widths = layer_widths(params)
+    norms = batch_norm_after(params)
+    before = params.get("batch_norm_position", "after") == "before"
+    activation = params.get("activation", "relu")
 
     from search.training.sparse_dense import SparseInputDense
 
@@ -116,33 +170,39 @@ def build_model(
     x = inputs
     # The layer that takes the multi-hot input multiplies it with sparse kernels (same maths).
     first_dense = SparseInputDense if sparse else keras.layers.Dense
-    for i in range(int(params["layers"])):
+    for i, (width, norm) in enumerate(zip(widths, norms, strict=True)):
         dense = first_dense if i == 0 else keras.layers.Dense
         x = dense(
-            int(params["units"]),
-            activation=params.get("activation", "relu"),
+            width,
+            activation=None if norm and before else activation,
             kernel_initializer=keras.initializers.GlorotUniform(seed=initial),
             kernel_regularizer=regularizer,
             name=f"hidden_{i + 1}",
         )(x)
+        if norm:
+            x = keras.layers.BatchNormalization(name=f"batch_norm_{i + 1}")(x)
+            if before:
+                x = keras.layers.Activation(activation, name=f"activation_{i + 1}")(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i + 1}")(x)
-    output = first_dense if int(params["layers"]) == 0 else keras.layers.Dense
-    units, activation = {
-        "regression": (1, None),
-        "binary": (1, "sigmoid"),
-        "multiclass": (n_classes, "softmax"),
-    }[task]
+    output = first_dense if not widths else keras.layers.Dense
+    units, out_activation = output_layer(task, params, n_classes)
     outputs = output(
         units,
-        activation=activation,
+        activation=out_activation,
         kernel_initializer=keras.initializers.GlorotUniform(seed=initial),
         name="output",
     )(x)
     model = keras.Model(inputs, outputs, name="dense_stack")
     model.compile(
-        optimizer=make_optimizer(params.get("optimizer", "adam"), params["learning_rate"]),
-        loss=loss_name(task),
+        optimizer=make_optimizer(
+            params.get("optimizer", "adam"),
+            learning_rate_schedule(params, steps_per_epoch=steps_per_epoch, epochs=epochs),
+            weight_decay=float(params.get("weight_decay", 0.0)),
+            momentum=float(params.get("momentum", 0.0)),
+            nesterov=bool(params.get("nesterov", False)),
+        ),
+        loss=training_loss(task, params),
         metrics=_metrics(task),
         steps_per_execution=steps_per_execution,
         jit_compile=False,
@@ -150,6 +210,40 @@ def build_model(
     if build_optimizer:
         build_optimizer_slots(model)
     return model
+
+
+def kernel_regularizer(l1: float, l2: float) -> keras.regularizers.Regularizer | None:
+    """Keras' ``L1``, ``L2`` or ``L1L2`` for the strengths given, ``None`` when both are 0."""
+    import keras
+
+    if l1 > 0 and l2 > 0:
+        return keras.regularizers.L1L2(l1=l1, l2=l2)
+    if l1 > 0:
+        return keras.regularizers.L1(l1)
+    if l2 > 0:
+        return keras.regularizers.L2(l2)
+    return None
+
+
+def learning_rate_schedule(
+    params: Mapping[str, Any], *, steps_per_epoch: int, epochs: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate, or its ``keras.optimizers.schedules`` schedule (``schedule``).
+
+    ``cosine`` decays to 0 over the trial's ``epochs * steps_per_epoch`` steps; ``exponential``
+    multiplies the rate by ``decay_rate`` every epoch (smoothly, step by step).
+    """
+    import keras
+
+    rate = float(params["learning_rate"])
+    schedule = params.get("schedule", "constant")
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(rate, decay_steps=epochs * steps_per_epoch)
+    if schedule == "exponential":
+        return keras.optimizers.schedules.ExponentialDecay(
+            rate, decay_steps=steps_per_epoch, decay_rate=float(params.get("decay_rate", 0.9))
+        )
+    return rate
 
 
 def build_optimizer_slots(model: keras.Model) -> None:
@@ -179,8 +273,19 @@ def _metrics(task: Task) -> list[Any]:
     return [data_loss]
 
 
-def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-    """A Keras optimizer by its study-file name (``adam``, ``rmsprop``, ``sgd``...)."""
+def make_optimizer(
+    name: str,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    *,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+) -> keras.optimizers.Optimizer:
+    """A Keras optimizer by its study-file name (``adam``, ``rmsprop``, ``sgd``...).
+
+    ``weight_decay`` is Keras' decoupled decay (AdamW's kind, for every optimizer; AdamW keeps its
+    own default 0.004 when none is given); ``momentum`` and ``nesterov`` apply to SGD.
+    """
     import keras
 
     try:
@@ -188,4 +293,10 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     except KeyError:
         known = ", ".join(_OPTIMIZERS)
         raise ValueError(f"Unknown optimizer {name!r}; use one of {known}.") from None
-    return cls(learning_rate=float(learning_rate))
+    options: dict[str, Any] = {}
+    if weight_decay > 0:
+        options["weight_decay"] = weight_decay
+    if name == "sgd":
+        options |= {"momentum": momentum, "nesterov": nesterov}
+    rate = learning_rate if not isinstance(learning_rate, (int, float)) else float(learning_rate)
+    return cls(learning_rate=rate, **options)  # type: ignore[no-any-return]

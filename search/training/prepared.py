@@ -359,3 +359,66 @@ def prepare_data(spec: StudySpec, options: DataOptions | None = None) -> Prepare
     """Load a study's data set (from cache when possible) and turn it into tensors once."""
     context = data_context(spec.path.parent, options)
     return PreparedData(load_dataset(spec.data.source, spec.data.options, context))
+
+
+def train_and_validation(dataset: Dataset) -> Dataset:
+    """The dataset with its validation rows moved into the training split (``refit``).
+
+    The test split is kept; the result has no validation split.
+    """
+    import dataclasses
+
+    if dataset.x_val is None or dataset.y_val is None:
+        return dataset
+    if dataset.is_sparse:
+        import scipy.sparse
+
+        x = scipy.sparse.vstack([dataset.x_train, dataset.x_val]).tocsr()
+    else:
+        x = np.concatenate([dataset.x_train, dataset.x_val])
+    y = np.concatenate([dataset.y_train, dataset.y_val])
+    return dataclasses.replace(dataset, x_train=x, y_train=y, x_val=None, y_val=None)
+
+
+def fold_assignment(y: np.ndarray, folds: int, *, stratified: bool, seed: int = 0) -> np.ndarray:
+    """Each row's fold: a seeded shuffle, then rows dealt out in turn (per class if stratified).
+
+    Example:
+        >>> fold_assignment(np.array([0, 0, 0, 1, 1, 1]), 3, stratified=True).tolist()
+        [1, 2, 0, 2, 1, 0]
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), dtype=np.int64)
+    labels = np.asarray(y).reshape(len(y), -1)[:, 0] if stratified else np.zeros(len(y))
+    start = 0
+    for label in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        out[rows] = (np.arange(len(rows)) + start) % folds
+        start += len(rows)
+    return out
+
+
+def fold_datasets(dataset: Dataset, folds: int, *, seed: int = 0) -> list[Dataset]:
+    """k-fold cross-validation of the training and validation rows together.
+
+    Fold ``i`` validates on the rows dealt to fold ``i`` and trains on the others; the test
+    split is kept untouched. Classification tasks are stratified (each fold keeps the class
+    shares).
+    """
+    import dataclasses
+
+    pool = train_and_validation(dataset)
+    fold = fold_assignment(pool.y_train, folds, stratified=pool.task != "regression", seed=seed)
+    out = []
+    for i in range(folds):
+        train, val = np.flatnonzero(fold != i), np.flatnonzero(fold == i)
+        out.append(
+            dataclasses.replace(
+                pool,
+                x_train=pool.x_train[train],
+                y_train=pool.y_train[train],
+                x_val=pool.x_train[val],
+                y_val=pool.y_train[val],
+            )
+        )
+    return out

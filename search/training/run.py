@@ -116,6 +116,8 @@ def train_params(
         seed=seed,
         steps_per_execution=steps_per_execution(steps),
         build_optimizer=False,  # data.fit builds the slots if it trains through model.fit
+        steps_per_epoch=steps,
+        epochs=epochs or spec.training.epochs,
     )
     history = history if history is not None else History()
     start = time.perf_counter()

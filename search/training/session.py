@@ -50,6 +50,21 @@ collection walks every object, frozen ones included (0.5 s in an IMDB worker), s
 was frozen alive and died since in a reference cycle is freed."""
 
 
+_release_requested = False
+
+
+def request_release() -> None:
+    """Make the next :func:`clear_session` free graphs dropped from a cache for good.
+
+    A dropped graph stays in memory twice over: frozen objects in reference cycles wait for the
+    next full walk, and TensorFlow's kernel cache keeps its instantiated form. The next
+    :func:`clear_session` then walks everything and lets Keras empty the kernel cache (the
+    graphs still kept are instantiated again at their next call).
+    """
+    global _release_requested
+    _release_requested = True
+
+
 def clear_session() -> None:
     """``keras.backend.clear_session()`` that also frees the graphs TensorFlow's registry keeps.
 
@@ -57,15 +72,19 @@ def clear_session() -> None:
     lose its custom gradients). Inside :func:`long_lived_objects_frozen`, what survives the
     collection is frozen too: call it before the next trial creates anything of its own.
     """
-    global _clears_since_full_collection
+    global _clears_since_full_collection, _release_requested
     forget_custom_gradients()
+    release, _release_requested = _release_requested, False
     if _freeze_survivors:
         _clears_since_full_collection += 1
-        if _clears_since_full_collection >= FULL_COLLECTION_EVERY:
+        if _clears_since_full_collection >= FULL_COLLECTION_EVERY or release:
             _clears_since_full_collection = 0
             gc.unfreeze()  # this collection walks everything: what died frozen goes too
-    with kernel_cache_kept():
-        keras.backend.clear_session()  # collects garbage: the freed graphs go now
+    if release:
+        keras.backend.clear_session()  # the kernel cache too: dropped graphs leave it
+    else:
+        with kernel_cache_kept():
+            keras.backend.clear_session()  # collects garbage: the freed graphs go now
     if _freeze_survivors:
         gc.freeze()
 

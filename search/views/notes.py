@@ -68,7 +68,13 @@ def results_section(study: optuna.Study) -> str:
     from optuna.trial import TrialState
 
     from search.engine.study import best_trial
-    from search.views.summary import comparison_table, pareto_lines
+    from search.views.summary import (
+        GAP_NOTE,
+        comparison_table,
+        comparison_title,
+        pareto_lines,
+        running_train_loss,
+    )
 
     counts = {s: 0 for s in TrialState}
     for trial in study.get_trials(deepcopy=False):
@@ -85,8 +91,11 @@ def results_section(study: optuna.Study) -> str:
         return "\n".join([*lines, "No completed trial yet.", ""])
     table = comparison_table(study)
     if table:
-        lines += ["Best trial versus the baselines (value = best-epoch loss):", "", "```"]
+        title = comparison_title(study)
+        lines += [f"{title[0].upper()}{title[1:]} (value = best-epoch loss):", "", "```"]
         lines += [*table, "```", ""]
+        if running_train_loss(study):
+            lines += [f"{GAP_NOTE[0].upper()}{GAP_NOTE[1:]}.", ""]
     front = pareto_lines(study)
     if front:
         lines += ["```", *front, "```", ""]
@@ -106,8 +115,13 @@ def write_study_note(study: optuna.Study, spec: StudySpec, *, results: bool = Fa
     """Save the study note (with the results section when ``results``) and return it."""
     from optuna_dashboard import save_note
 
+    from search.views.verdict_view import stored_verdict, verdict_markdown
+
     body = study_note(spec)
     if results:
+        verdict = stored_verdict(study)
+        if verdict is not None:  # the answer first, then the table it comes from
+            body += "\n" + verdict_markdown(verdict)
         body += "\n" + results_section(study)
     save_note(study, body)
     return body

@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 import optuna
 
 from search import settings
-from search.errors import StorageError
-from search.storage.opening import open_storage
-from search.storage.urls import DEFAULT_STORAGE_DIR, mask_url, resolve_storage_url
+from search.storage.studies import load_stored_study
+from search.storage.urls import DEFAULT_STORAGE_DIR, mask_url
 
 if TYPE_CHECKING:
     from search.views.report_figures import ReportFigure
@@ -47,23 +46,6 @@ class ReportResult:
     keys: list[str] = field(default_factory=list)
 
 
-def load_stored_study(name: str, storage: str | None) -> tuple[optuna.Study, str]:
-    """Load a stored study; an unknown name is a one-line error listing the stored studies.
-
-    Raises:
-        StorageError: The storage cannot be opened, or holds no study ``name``.
-    """
-    url = resolve_storage_url(storage)
-    rdb = open_storage(url, create=False)
-    try:
-        return optuna.load_study(study_name=name, storage=rdb), url
-    except KeyError:
-        stored = ", ".join(s.study_name for s in optuna.get_all_study_summaries(rdb)) or "(none)"
-        raise StorageError(
-            f"no study {name!r} in {mask_url(url)}; stored studies: {stored}."
-        ) from None
-
-
 def write_report(
     name: str, storage: str | None = None, out_dir: Path | None = None, *, png: str | None = None
 ) -> ReportResult:
@@ -81,12 +63,14 @@ def write_report(
     """
     from search.views.report_figures import build_figures
     from search.views.report_png import write_pngs
+    from search.views.verdict_figures import verdict_figures
 
     png = png or settings.png_renderer()
-    study, url = load_stored_study(name, storage)
+    stored = load_stored_study(name, storage)
+    study, url = stored.study, stored.url
     folder = Path(out_dir) if out_dir is not None else REPORTS_DIR / name
     folder.mkdir(parents=True, exist_ok=True)
-    figures = build_figures(study)
+    figures = build_figures(study) + verdict_figures(study)  # the stored verdict's, if any
     page = folder / REPORT_FILE
     page.write_text(render_html(study, figures, mask_url(url)), encoding="utf-8")
     pngs = [folder / f"{figure.key}.png" for figure in figures]
@@ -99,7 +83,14 @@ def summary_lines(study: optuna.Study) -> list[str]:
     from optuna.trial import TrialState
 
     from search.engine.study import best_trial
-    from search.views.summary import comparison_table, format_params, pareto_lines
+    from search.views.summary import (
+        GAP_NOTE,
+        comparison_table,
+        comparison_title,
+        format_params,
+        pareto_lines,
+        running_train_loss,
+    )
     from search.views.summary import trial_params as readable
 
     states = [t.state for t in study.get_trials(deepcopy=False)]
@@ -113,7 +104,8 @@ def summary_lines(study: optuna.Study) -> list[str]:
         lines += [f"best trial {best.number}: {format_params(readable(best))}", ""]
     table = comparison_table(study)
     if table:
-        lines += ["best versus baselines:", *table, ""]
+        lines += [f"{comparison_title(study)}:", *table]
+        lines += [f"({GAP_NOTE})", ""] if running_train_loss(study) else [""]
     lines += pareto_lines(study)
     test = study.user_attrs.get("test_evaluation")
     if test and best is not None and test.get("trial") == best.number:
@@ -123,6 +115,22 @@ def summary_lines(study: optuna.Study) -> list[str]:
             f"{test['test_loss']:.4g}" + (f", accuracy {accuracy:.4f}" if accuracy else "")
         )
     return lines
+
+
+def verdict_html(study: optuna.Study) -> list[str]:
+    """The stored verdict (``capsearch verdict``) as the top of the report; [] when none."""
+    from search.views.verdict_view import stored_verdict, thresholds_line, verdict_table
+
+    verdict = stored_verdict(study)
+    if verdict is None:
+        return []
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in verdict.get("sentences", []))
+    return [
+        '<section id="verdict"><h2>Verdict</h2>',
+        f"<ul>{items}</ul>",
+        f'<p class="caption">{html.escape(thresholds_line(verdict))}</p>',
+        f"<pre>{html.escape(chr(10).join(verdict_table(verdict)))}</pre></section>",
+    ]
 
 
 def render_html(study: optuna.Study, figures: list[ReportFigure], where: str) -> str:
@@ -146,6 +154,7 @@ def render_html(study: optuna.Study, figures: list[ReportFigure], where: str) ->
     ]
     if description:
         parts.append(f"<p>{html.escape(description)}</p>")
+    parts += verdict_html(study)
     parts.append(f"<pre>{html.escape(chr(10).join(summary_lines(study)))}</pre>")
     links = " ".join(f'<a href="#{f.key}">{html.escape(f.title)}</a>' for f in figures)
     parts.append(f"<nav>{links}</nav>")

@@ -179,7 +179,9 @@ def gap_figure(study: optuna.Study) -> ReportFigure:
         "gap",
         title,
         figure,
-        "gap_at_best = validation − training loss at the best epoch, per completed trial; "
+        "gap_at_best = validation − training loss at the best epoch, per completed trial "
+        "(in generalize studies the training loss is Keras' running one, dropout on, so the "
+        "gap can be negative); "
         "trials without L2 (use_l2 = False) appear only in the use_l2 panel.",
     )
 
@@ -220,19 +222,24 @@ def capacity_figure(study: optuna.Study) -> ReportFigure:
                     "<extra></extra>",
                 )
             )
-        for trial in trials:
-            label_text = _label(trial, best)
-            if label_text and _finite(trial.user_attrs.get(attr)):
-                figure.add_annotation(
-                    x=math.log10(trial.user_attrs["param_count"]),
-                    y=trial.user_attrs[attr],
-                    text=label_text,
-                    showarrow=True,
-                    arrowhead=0,
-                    ax=0,
-                    ay=-22 if attr == "val_loss_best" else 22,
-                    font={"color": color, "size": 11},
-                )
+        labelled = sorted(
+            (t for t in trials if _label(t, best) and _finite(t.user_attrs.get(attr))),
+            key=lambda t: (t.user_attrs["param_count"], t.number),
+        )
+        side = -1 if attr == "val_loss_best" else 1
+        for i, trial in enumerate(labelled):  # neighbours by size get staggered heights
+            figure.add_annotation(
+                x=math.log10(trial.user_attrs["param_count"]),
+                y=trial.user_attrs[attr],
+                text=_label(trial, best),
+                showarrow=True,
+                arrowhead=0,
+                arrowcolor=color,
+                ax=0,
+                ay=side * (24 + 18 * (i % 3)),
+                font={"color": color, "size": 11},
+                bgcolor="rgba(255,255,255,0.8)",
+            )
     log_y = spans_decades(losses)
     if log_y:  # annotations on a log axis take log10 positions
         for annotation in figure.layout.annotations:

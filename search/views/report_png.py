@@ -57,7 +57,7 @@ def write_pngs(figures: Sequence[Any], paths: Sequence[Path], renderer: str | No
         raise ValueError(f"unknown PNG renderer {choice!r}; use auto, kaleido or matplotlib")
     if choice != "matplotlib":
         browser = find_browser()
-        if browser or choice == "kaleido":
+        if (browser and kaleido_installed()) or choice == "kaleido":
             try:
                 _kaleido(figures, paths, browser)
                 return "kaleido"
@@ -68,6 +68,17 @@ def write_pngs(figures: Sequence[Any], paths: Sequence[Path], renderer: str | No
     for figure, path in zip(figures, paths, strict=True):
         draw_with_matplotlib(figure, path)
     return "matplotlib"
+
+
+def kaleido_installed() -> bool:
+    """Whether kaleido (plotly's own PNG export, ``pip install 'kaleido>=1'``) is importable.
+
+    Without it ``auto`` draws with matplotlib and says nothing: the fallback draws the same
+    information (ticks, colour bars, labels, error bars).
+    """
+    import importlib.util
+
+    return importlib.util.find_spec("kaleido") is not None
 
 
 def _kaleido(figures: Sequence[Any], paths: Sequence[Path], browser: str | None) -> None:
@@ -96,12 +107,18 @@ def draw_with_matplotlib(figure: Any, path: Path) -> Path:
     pairs = pairs or [("x", "y")]
     canvas = Figure(figsize=(WIDTH / 100, HEIGHT / 100), dpi=100, layout="constrained")
     axes = canvas.subplots(1, len(pairs), squeeze=False, sharey=len(pairs) > 1)[0]
+    bars: list[Any] = []
     for ax, (xname, yname) in zip(axes, pairs, strict=True):
         for trace in figure.data:
             if (trace.xaxis or "x", trace.yaxis or "y") == (xname, yname):
-                _draw_trace(ax, trace)
+                mappable = _draw_trace(ax, trace)
+                if mappable is not None and _has_colorbar(trace) and not bars:
+                    bars.append(mappable)  # one colour bar per figure, as plotly draws it
+                    bar = canvas.colorbar(mappable, ax=list(axes))
+                    bar.set_label(_colorbar_title(trace))
         _axis(ax, layout, xname, "x")
         _axis(ax, layout, yname, "y")
+        _data_annotations(ax, layout, xname, yname)
         if any(t.name and t.showlegend is not False for t in figure.data):
             handles, labels = ax.get_legend_handles_labels()
             if handles:
@@ -117,18 +134,82 @@ def draw_with_matplotlib(figure: Any, path: Path) -> Path:
     return path
 
 
-def _draw_trace(ax: Any, trace: Any) -> None:
+def _colormap(marker: Any) -> Any:
+    """The marker's plotly colour scale as a matplotlib colormap (viridis when it has none)."""
+    import matplotlib
+    from matplotlib.colors import LinearSegmentedColormap
+
+    scale = marker.colorscale
+    if not scale or isinstance(scale, str):
+        name = str(scale).lower() if scale else "viridis"
+        cmap = matplotlib.colormaps.get(name, matplotlib.colormaps["viridis"])
+    else:
+        stops = [(float(at), _color(c) or c) for at, c in scale]
+        cmap = LinearSegmentedColormap.from_list("plotly", stops)
+    return cmap.reversed() if marker.reversescale else cmap
+
+
+def _has_colorbar(trace: Any) -> bool:
+    marker = getattr(trace, "marker", None)
+    if marker is None or not isinstance(marker.color, (list, tuple)):
+        return False
+    return bool(marker.showscale) or bool(marker.colorbar and marker.colorbar.title.text)
+
+
+def _colorbar_title(trace: Any) -> str:
+    bar = trace.marker.colorbar
+    return _plain(bar.title.text) if bar and bar.title and bar.title.text else ""
+
+
+def _data_annotations(ax: Any, layout: Any, xname: str, yname: str) -> None:
+    """Labels placed in data coordinates (the capacity plot's names), offset as in plotly."""
+    log_x = _is_log(layout, "xaxis" + xname[1:])
+    log_y = _is_log(layout, "yaxis" + yname[1:])
+    for note in layout.annotations or ():
+        if note.xref == "paper" or note.x is None or note.y is None:
+            continue
+        if (note.xref or "x") != xname or (note.yref or "y") != yname:
+            continue
+        x = 10**note.x if log_x else note.x  # plotly takes log10 positions on log axes
+        y = 10**note.y if log_y else note.y
+        offset = (note.ax or 0, -(note.ay or 0))  # plotly's ay points down
+        color = _color(note.font.color) if note.font and note.font.color else "black"
+        ax.annotate(
+            _plain(note.text),
+            (x, y),
+            xytext=offset,
+            textcoords="offset points",
+            ha="center",
+            fontsize=8,
+            color=color,
+            arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6},
+            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+        )
+
+
+def _is_log(layout: Any, key: str) -> bool:
+    try:
+        return bool(layout[key].type == "log")
+    except KeyError:
+        return False
+
+
+def _draw_trace(ax: Any, trace: Any) -> Any:
+    """Draw one trace; returns the scatter when its colours map a scale (for a colour bar)."""
     label = trace.name if trace.showlegend is not False else None
     if trace.type == "bar":
         if trace.orientation == "h":
             ax.barh([str(v) for v in trace.y], list(trace.x), label=label)
         else:
             ax.bar([str(v) for v in trace.x], list(trace.y), label=label)
-        return
+        return None
     if trace.type not in ("scatter", "scattergl") or trace.x is None or trace.y is None:
-        return
+        return None
     x, y = list(trace.x), [math.nan if v is None else v for v in trace.y]
     mode = trace.mode or "markers"
+    errors = trace.error_y.array if trace.error_y is not None else None
+    if errors is not None and len(errors) == len(y):
+        ax.errorbar(x, y, yerr=list(errors), fmt="none", ecolor="#444", capsize=4, lw=1)
     line_color = _color(trace.line.color) if trace.line else None
     if "lines" in mode:
         style = "--" if trace.line and trace.line.dash in ("dash", "dot") else "-"
@@ -142,13 +223,17 @@ def _draw_trace(ax: Any, trace: Any) -> None:
         shape = "s" if marker and marker.symbol and "square" in str(marker.symbol) else "o"
         kwargs: dict[str, Any] = {"marker": shape, "s": 24, "label": label}
         if isinstance(color, (list, tuple)) and color and all(_number(c) for c in color):
-            kwargs |= {"c": list(color), "cmap": "viridis"}
+            kwargs |= {"c": list(color), "cmap": _colormap(marker)}
+            if marker.cmin is not None and marker.cmax is not None:
+                kwargs |= {"vmin": float(marker.cmin), "vmax": float(marker.cmax)}
         elif color is not None:
             kwargs["color"] = _color(color)
         if hollow:
             edge = kwargs.pop("color", None) or "black"
             kwargs |= {"facecolors": "none", "edgecolors": edge}
-        ax.scatter(x, y, **kwargs)
+        drawn = ax.scatter(x, y, **kwargs)
+        return drawn if "c" in kwargs else None
+    return None
 
 
 def _axis(ax: Any, layout: Any, name: str, which: str) -> None:
@@ -159,7 +244,10 @@ def _axis(ax: Any, layout: Any, name: str, which: str) -> None:
         return
     setter = ax.set_xscale if which == "x" else ax.set_yscale
     if axis.type == "log":
+        from matplotlib.ticker import NullFormatter
+
         setter("log")
+        (ax.xaxis if which == "x" else ax.yaxis).set_minor_formatter(NullFormatter())
     if axis.title and axis.title.text:
         (ax.set_xlabel if which == "x" else ax.set_ylabel)(_plain(axis.title.text))
     if axis.tickvals is not None and axis.ticktext is not None:

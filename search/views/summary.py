@@ -173,10 +173,53 @@ def table(rows: Sequence[Sequence[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, in the plural unless the count is one.
+
+    Example:
+        >>> plural(1, "baseline"), plural(0, "baseline"), plural(5, "baseline")
+        ('1 baseline', '0 baselines', '5 baselines')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def comparison_title(study: optuna.Study) -> str:
+    """The heading of :func:`comparison_table`: versus how many baselines, or none."""
+    baselines = sum(1 for label, _ in comparison_rows(study) if label.startswith("baseline "))
+    if not baselines:
+        return "best trial (the study has no baselines)"
+    return f"best versus {plural(baselines, 'baseline')}"
+
+
+def running_train_loss(study: optuna.Study) -> bool:
+    """Whether the study's training losses are Keras' running ones (dropout on, batch means).
+
+    Generalize studies record the running loss; memorize studies (and generalize ones that ask
+    for it) measure the whole training set in inference mode. With the running loss the gap
+    ``val_loss - train_loss`` compares two different measures and can be negative.
+    """
+    kinds = {t.user_attrs.get("train_loss_kind") for t in study.get_trials(deepcopy=False)}
+    return "running" in kinds
+
+
+GAP_NOTE = (
+    "train_loss is Keras' running training loss (dropout on, mean over the epoch's batches), "
+    "so gap = val_loss - train_loss can be negative; memorize studies measure it in "
+    "inference mode"
+)
+"""The note printed under a comparison whose training losses are running ones."""
+
+
 def comparison_table(study: optuna.Study) -> list[str]:
-    """Best versus each baseline: value, losses, gap, accuracy, size and epochs."""
-    # Every loss column is taken at the trial's best epoch, so gap = val_loss - train_loss.
-    header = ["", "trial", "value", "train_loss", "val_loss", "gap", "val_acc", "params", "epochs"]
+    """Best versus each baseline: value, losses, gap, accuracy, size and epochs.
+
+    Every loss column is taken at the trial's best epoch, so gap = val_loss - train_loss. When
+    the training loss is the running one (:func:`running_train_loss`) the columns are named
+    ``run_train_loss`` and ``run_gap``, and :data:`GAP_NOTE` says why.
+    """
+    running = running_train_loss(study)
+    train, gap = ("run_train_loss", "run_gap") if running else ("train_loss", "gap")
+    header = ["", "trial", "value", train, "val_loss", gap, "val_acc", "params", "epochs"]
     rows = [header]
     for label, trial in comparison_rows(study):
         a = trial.user_attrs
@@ -221,11 +264,13 @@ def print_summary(study: optuna.Study, spec: StudySpec, echo: Echo = print) -> N
     lines = comparison_table(study)
     if lines:
         echo(
-            f"best versus baselines (value = best-epoch {monitor} loss, lower is better; "
+            f"{comparison_title(study)} (value = best-epoch {monitor} loss, lower is better; "
             "losses at the best epoch, epochs = epochs run):"
         )
         for line in lines:
             echo("  " + line)
+        if running_train_loss(study):
+            echo(f"  ({GAP_NOTE})")
     for line in pareto_lines(study):
         echo(line)
     test = study.user_attrs.get("test_evaluation")

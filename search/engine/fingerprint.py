@@ -1,0 +1,253 @@
+"""What a study was made with, stored on it, and the guard that compares it at every resume.
+
+A study's *fingerprint* is its objective, its ``[data]`` table, its space (or hypermodel) and,
+for its data, the shape, dtype and a hash of every split's arrays. It is stored on the study when
+the study is created (the ``fingerprint`` attribute) and compared when the study is resumed, by
+a study file (``capsearch run``, ``worker``, ``workers``) or from Python (:func:`search.search`):
+resuming with other data, another space or another objective is a one-line
+:class:`~search.errors.StudyMismatchError` that names the keys that differ, before any trial runs
+and with nothing stored changed.
+
+Where every difference only *narrows* the space (a range made narrower with the same scale and
+step, a searched key fixed to a value it could take, ``zero`` dropped), ``allow_narrowed`` (the
+``--allow-narrowed`` flag) lets the study resume with the new space: the stored study file, spec
+and fingerprint are replaced and the change is appended to the study's ``space_changes``. A
+changed choice list is never allowed: Optuna keeps one choice list per stored parameter.
+
+Float arrays are hashed without the last 8 bits of their float32 mantissa, so a worker on
+another host whose standardization differs in the last bits still matches.
+
+Example:
+    >>> old = {"space": {"units": {"low": 8, "high": 256, "log": True}}}
+    >>> new = {"space": {"units": {"low": 16, "high": 64, "log": True}}}
+    >>> [(d.key, d.narrowing) for d in differences(old, new)]
+    [('space.units', True)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from search.errors import StudyMismatchError
+
+if TYPE_CHECKING:
+    import optuna
+
+    from search.data import Dataset
+    from search.spec.studyfile import StudySpec
+
+__all__ = [
+    "Difference",
+    "check_resume",
+    "data_fingerprint",
+    "differences",
+    "record_fingerprint",
+    "study_fingerprint",
+]
+
+_SPLITS = ("train", "val", "test")
+
+
+def _hash_array(digest: Any, array: np.ndarray) -> None:
+    array = np.ascontiguousarray(array)
+    digest.update(f"{array.dtype.str}{array.shape}".encode())
+    if array.dtype.kind == "f":  # last mantissa bits dropped: other hosts' rounding matches
+        array = (array.astype(np.float32).view(np.uint32) >> np.uint32(8)).astype(np.uint32)
+    digest.update(np.ascontiguousarray(array).data.cast("B"))
+
+
+def _describe(x: Any) -> dict[str, Any]:
+    sparse = not isinstance(x, np.ndarray)
+    return {"shape": [int(n) for n in x.shape], "dtype": str(x.dtype), "sparse": sparse}
+
+
+def data_fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """Shapes, dtypes and one SHA-256 hash of a data set's splits.
+
+    Example:
+        >>> import numpy as np
+        >>> from search.data import Dataset
+        >>> ds = Dataset("d", "regression", np.zeros((3, 2), np.float32), np.zeros((3, 1)))
+        >>> fp = data_fingerprint(ds)
+        >>> fp["x_train"], len(fp["sha256"])
+        ({'shape': [3, 2], 'dtype': 'float32', 'sparse': False}, 64)
+    """
+    digest = hashlib.sha256()
+    out: dict[str, Any] = {"task": dataset.task}
+    for split in _SPLITS:
+        x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
+        if x is None or y is None:
+            continue
+        out[f"x_{split}"], out[f"y_{split}"] = _describe(x), _describe(y)
+        if isinstance(x, np.ndarray):
+            _hash_array(digest, x)
+        else:
+            csr = x.tocsr()
+            for part in (csr.data, csr.indices, csr.indptr, np.asarray(csr.shape)):
+                _hash_array(digest, np.asarray(part))
+        _hash_array(digest, np.asarray(y))
+    out["sha256"] = digest.hexdigest()
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON round trip: tuples become lists, as Optuna stores attributes."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _spec_part(spec_dict: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "objective": spec_dict.get("objective"),
+        "data": spec_dict.get("data", {}),
+        "multi_objective": bool(spec_dict.get("multi_objective")),
+    }
+    if "hypermodel" in spec_dict:
+        out["hypermodel"] = spec_dict["hypermodel"]
+    else:
+        out["space"] = spec_dict.get("space", {})
+    return out
+
+
+def study_fingerprint(spec: StudySpec, dataset: Dataset | None) -> dict[str, Any]:
+    """What the guard compares: objective, data table, space or hypermodel, and the arrays."""
+    out = _spec_part(_plain(spec.to_dict()))
+    if dataset is not None:
+        out["arrays"] = data_fingerprint(dataset)
+    return _plain(out)
+
+
+def stored_fingerprint(study: optuna.Study) -> dict[str, Any] | None:
+    """The fingerprint stored on a study; for older studies, the part its stored spec gives."""
+    stored = study.user_attrs.get("fingerprint")
+    if stored:
+        return dict(stored)
+    spec = study.user_attrs.get("spec")
+    return _spec_part(dict(spec)) if spec else None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One key whose stored and current values differ; ``narrowing``: the new one only narrows."""
+
+    key: str
+    old: Any
+    new: Any
+    narrowing: bool = False
+
+    def describe(self) -> str:
+        """``space.units {...} -> {...}``; the arrays by shape and hash only."""
+        if self.key == "arrays":
+            return f"the data (shapes, dtypes or values: {_short(self.old)} -> {_short(self.new)})"
+        return f"{self.key} {_text(self.old)} -> {_text(self.new)}"
+
+
+def _short(arrays: Any) -> str:
+    if not isinstance(arrays, dict):
+        return "none"
+    shape = arrays.get("x_train", {}).get("shape")
+    return f"x_train {shape} sha256 {str(arrays.get('sha256', ''))[:10]}"
+
+
+def _text(value: Any) -> str:
+    return "(absent)" if value is None else json.dumps(value, sort_keys=True)
+
+
+def _narrows(old: Any, new: Any) -> bool:
+    """Whether ``new`` only narrows the space parameter ``old`` (both in study-file form)."""
+    if isinstance(old, dict) and "low" in old:
+        if isinstance(new, (int, float)) and not isinstance(new, bool):  # fixed inside
+            return bool(old["low"] <= new <= old["high"] or (old.get("zero") and new == 0))
+        if not isinstance(new, dict) or "low" not in new:
+            return False
+        same = all(old.get(k) == new.get(k) for k in ("log", "step"))
+        zero = not new.get("zero") or bool(old.get("zero"))
+        return same and zero and old["low"] <= new["low"] and new["high"] <= old["high"]
+    if isinstance(old, dict) and "choices" in old:
+        return not isinstance(new, (dict, list)) and new in old["choices"]
+    return False
+
+
+def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
+    """The keys whose values differ, space keys one by one; arrays only if both have them."""
+    out: list[Difference] = []
+    for key in ("objective", "multi_objective", "hypermodel"):
+        if stored.get(key) != current.get(key):
+            out.append(Difference(key, stored.get(key), current.get(key)))
+    old_data, new_data = stored.get("data") or {}, current.get("data") or {}
+    for key in sorted(set(old_data) | set(new_data)):
+        if key in old_data and old_data.get(key) != new_data.get(key):  # new options: defaults
+            out.append(Difference(f"data.{key}", old_data.get(key), new_data.get(key)))
+    if "arrays" in stored and "arrays" in current and stored["arrays"] != current["arrays"]:
+        out.append(Difference("arrays", stored["arrays"], current["arrays"]))
+    old_space, new_space = stored.get("space") or {}, current.get("space") or {}
+    for key in sorted(set(old_space) | set(new_space)):
+        old, new = old_space.get(key), new_space.get(key)
+        if old != new:
+            narrowing = old is not None and new is not None and _narrows(old, new)
+            out.append(Difference(f"space.{key}", old, new, narrowing))
+    return out
+
+
+def record_fingerprint(study: optuna.Study, spec: StudySpec, dataset: Dataset | None) -> None:
+    """Store the fingerprint on a study just created."""
+    study.set_user_attr("fingerprint", study_fingerprint(spec, dataset))
+
+
+def check_resume(
+    study: optuna.Study,
+    spec: StudySpec,
+    dataset: Dataset | None,
+    *,
+    allow_narrowed: bool = False,
+    study_file_text: str | None = None,
+) -> list[Difference]:
+    """Compare a resumed study with what it was made with; raise on a difference.
+
+    Args:
+        study: The stored study, just loaded.
+        spec: The study file (or the Python call's spec) now.
+        dataset: The data now (``None``: the arrays are not compared).
+        allow_narrowed: Resume anyway where every difference only narrows the space; the
+            study's stored file, spec and fingerprint then become the new ones.
+        study_file_text: The new study file's text, stored when a narrowed space is accepted.
+
+    Returns:
+        The differences accepted (empty when nothing changed).
+
+    Raises:
+        StudyMismatchError: Something differs (and is not an allowed narrowing).
+    """
+    stored = stored_fingerprint(study)
+    if stored is None:
+        return []
+    current = study_fingerprint(spec, dataset)
+    found = differences(stored, current)
+    if not found:
+        return []
+    if allow_narrowed and all(d.narrowing for d in found):
+        study.set_user_attr("fingerprint", current)
+        study.set_user_attr("spec", _plain(spec.to_dict()))
+        if study_file_text is not None:
+            study.set_user_attr("study_file_text", study_file_text)
+        changes = list(study.user_attrs.get("space_changes", []))
+        changes.append({d.key: {"old": d.old, "new": d.new} for d in found})
+        study.set_user_attr("space_changes", changes)
+        return found
+    listed = "; ".join(d.describe() for d in found)
+    if all(d.narrowing for d in found):
+        way_out = (
+            ", or pass --allow-narrowed (allow_narrowed=True from Python) to resume it with the "
+            "narrower space"
+        )
+    else:
+        way_out = " (--allow-narrowed accepts only narrowed ranges and fixed values)"
+    raise StudyMismatchError(
+        f"study {spec.name!r} was stored with other settings: {listed}; nothing was run. "
+        f"Start a new study under another name (rename the study file, or study_name= from "
+        f"Python){way_out}."
+    )

@@ -1,0 +1,115 @@
+"""The model a user takes home: raw inputs, plain Keras loss and metrics, no loading warnings.
+
+A trained trial's model expects what the search fed it (standardized features when the data
+source standardized them), is compiled with the search's ``data_loss`` metric (a raw loss
+function, which cannot evaluate 1-D labels against a ``(None, 1)`` output) and has an optimizer
+whose slots live in the shared graphs (so a saved file's optimizer does not match a freshly
+compiled one on load). :func:`usable_model` returns the same weights as a model that:
+
+* takes raw inputs: a ``keras.layers.Normalization`` layer in front holds the training split's
+  mean and variance when the data set was standardized;
+* uses plain ``keras.layers.Dense`` layers (no sparse first layer class of this package), so a
+  saved ``.keras`` file loads with Keras alone;
+* is compiled with the plain Keras loss (by name) and ``"accuracy"`` for classification, so it
+  evaluates and fits on ``(n,)`` as well as ``(n, 1)`` labels;
+* has its optimizer built (fresh slots), so ``keras.models.load_model`` restores it without the
+  "Skipping variable loading for optimizer" warning.
+
+Hypermodel models are the user's own: they keep their compile settings and only lose the
+sparse first layer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+from search.training.model import make_optimizer, training_loss
+from search.training.sparse_dense import plain_dense_copy
+
+if TYPE_CHECKING:
+    from search.data import Dataset
+    from search.training.prepared import PreparedData
+
+__all__ = ["evaluate_usable", "raw_dataset", "usable_model"]
+
+
+def usable_model(
+    model: keras.Model, dataset: Dataset, params: dict[str, Any] | None = None
+) -> keras.Model:
+    """``model``'s weights as a model for raw inputs, compiled with plain Keras (see above).
+
+    Args:
+        model: A trained model (built-in family or a hypermodel's).
+        dataset: Its data: task, input width and, when standardized, the statistics.
+        params: The trial's model parameters (built-in family); ``None`` for a hypermodel,
+            whose model keeps its own compile settings.
+    """
+    plain = plain_dense_copy(model)
+    if params is None:
+        return plain
+    if plain is model:  # a copy, so the trained model stays as the search left it
+        plain = keras.models.clone_model(model)
+        plain.set_weights(model.get_weights())
+    mean = dataset.reference.get("feature_mean")
+    std = dataset.reference.get("feature_std")
+    if mean is not None and std is not None and not dataset.is_sparse:
+        inputs = keras.Input(shape=(dataset.n_features,), name="features")
+        normalize = keras.layers.Normalization(
+            mean=np.asarray(mean, dtype=np.float32),
+            variance=np.square(np.asarray(std, dtype=np.float32)),
+            name="standardize",
+        )
+        final = keras.Model(inputs, plain(normalize(inputs)), name="dense_stack_raw_inputs")
+    else:
+        final = plain
+    rate = float(params.get("learning_rate", 1e-3))
+    optimizer = make_optimizer(
+        params.get("optimizer", "adam"),
+        rate,
+        weight_decay=float(params.get("weight_decay", 0.0)),
+        momentum=float(params.get("momentum", 0.0)),
+        nesterov=bool(params.get("nesterov", False)),
+    )
+    metrics = ["accuracy"] if dataset.task != "regression" else []
+    final.compile(optimizer=optimizer, loss=training_loss(dataset.task, params), metrics=metrics)
+    optimizer.build(final.trainable_variables)  # saved with its slots: loads without warning
+    return final
+
+
+def raw_dataset(dataset: Dataset) -> Dataset:
+    """The data set with standardized features turned back into raw ones (for a raw model)."""
+    from dataclasses import replace
+
+    mean = dataset.reference.get("feature_mean")
+    std = dataset.reference.get("feature_std")
+    if mean is None or std is None or dataset.is_sparse:
+        return dataset
+    m, s = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+
+    def undo(x: Any) -> Any:
+        return None if x is None else (np.asarray(x, dtype=np.float64) * s + m).astype(np.float32)
+
+    return replace(
+        dataset,
+        x_train=undo(dataset.x_train),
+        x_val=undo(dataset.x_val),
+        x_test=undo(dataset.x_test),
+    )
+
+
+def evaluate_usable(
+    model: keras.Model, data: PreparedData, split: str
+) -> tuple[float, float | None]:
+    """Data loss and accuracy of a :func:`usable_model` on a split, fed the inputs it takes.
+
+    A model with the ``standardize`` layer gets the raw features back (:func:`raw_dataset`);
+    any other the prepared ones.
+    """
+    if any(layer.name == "standardize" for layer in model.layers):
+        from search.training.prepared import PreparedData
+
+        data = PreparedData(raw_dataset(data.dataset))
+    return data.evaluate(model, split)

@@ -1,0 +1,108 @@
+"""The resume guard: a stored study resumed with other data, space or objective is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from search.cli import main
+from search.data import Dataset
+from search.engine.fingerprint import data_fingerprint, differences
+from tests.conftest import TINY_MEMORIZE, write_study
+
+ONE_TRIAL = TINY_MEMORIZE.replace("trials = 4", "trials = 1").replace("epochs = 6", "epochs = 2")
+
+
+def _trials(url: str, name: str) -> int:
+    return len(optuna.load_study(study_name=name, storage=url).trials)
+
+
+def test_narrowing_rules() -> None:
+    old = {
+        "objective": "memorize",
+        "data": {"source": "overfit30"},
+        "space": {
+            "units": {"low": 8, "high": 256, "log": True},
+            "dropout": {"choices": [0.0, 0.1]},
+            "l2": {"low": 1e-6, "high": 1e-3, "log": True, "zero": True},
+        },
+    }
+
+    def diff(**space: object) -> list[tuple[str, bool]]:
+        new = {**old, "space": {**old["space"], **space}}  # type: ignore[dict-item]
+        return [(d.key, d.narrowing) for d in differences(old, new)]
+
+    assert diff() == []
+    assert diff(units={"low": 16, "high": 64, "log": True}) == [("space.units", True)]
+    assert diff(units={"low": 8, "high": 256}) == [("space.units", False)]  # log dropped
+    assert diff(units={"low": 4, "high": 64, "log": True}) == [("space.units", False)]  # wider
+    assert diff(units=32) == [("space.units", True)]  # fixed inside the range
+    assert diff(dropout=0.1) == [("space.dropout", True)]
+    assert diff(dropout={"choices": [0.0, 0.1, 0.2]}) == [("space.dropout", False)]
+    assert diff(l2={"low": 1e-6, "high": 1e-3, "log": True}) == [("space.l2", True)]
+    assert diff(l2=0.0) == [("space.l2", True)]
+    other = {**old, "objective": "generalize", "data": {"source": "square"}}
+    assert [d.key for d in differences(old, other)] == ["objective", "data.source"]
+
+
+def test_data_fingerprint_sees_values_and_shapes() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+    y = np.zeros((3, 1), np.float32)
+    base = data_fingerprint(Dataset("d", "regression", x, y))
+    assert data_fingerprint(Dataset("d", "regression", x.copy(), y)) == base
+    changed = x.copy()
+    changed[0, 0] = 100.0
+    assert data_fingerprint(Dataset("d", "regression", changed, y))["sha256"] != base["sha256"]
+    # A difference in the last bits (another host's rounding) still matches.
+    nudged = np.nextafter(x, np.float32(np.inf))
+    assert data_fingerprint(Dataset("d", "regression", nudged, y))["sha256"] == base["sha256"]
+
+
+@pytest.mark.slow
+def test_an_edited_study_file_is_refused_at_resume(
+    tmp_path: Path, storage_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_study(tmp_path, "edited", ONE_TRIAL)
+    assert main(["run", str(path), "--storage", storage_url]) == 0
+    study = optuna.load_study(study_name="edited", storage=storage_url)
+    assert study.user_attrs["fingerprint"]["arrays"]["x_train"]["shape"] == [21, 1]
+    capsys.readouterr()
+
+    # units log = true -> a plain range: Optuna could not resume it; one line, nothing stored.
+    path.write_text(
+        ONE_TRIAL.replace(
+            "units = { low = 4, high = 32, log = true }", "units = { low = 4, high = 32 }"
+        ),
+        encoding="utf-8",
+    )
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "space.units" in err and "another name" in err and "accepts only narrowed" in err
+    assert _trials(storage_url, "edited") == 1
+
+    # Another data source: refused too, --allow-narrowed or not.
+    path.write_text(ONE_TRIAL.replace('source = "overfit30"', 'source = "square"'), "utf-8")
+    assert main(["run", str(path), "--storage", storage_url, "--allow-narrowed"]) == 2
+    assert "data.source" in capsys.readouterr().err
+    assert _trials(storage_url, "edited") == 1
+
+    # A narrower range: refused without the flag, resumed with it (the stored space is updated).
+    narrow = ONE_TRIAL.replace("low = 4, high = 32, log = true", "low = 4, high = 8, log = true")
+    path.write_text(narrow, encoding="utf-8")
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "2"]) == 2
+    assert "--allow-narrowed" in capsys.readouterr().err
+    assert _trials(storage_url, "edited") == 1
+    code = main(["run", str(path), "--storage", storage_url, "--trials", "2", "--allow-narrowed"])
+    assert code == 0
+    study = optuna.load_study(study_name="edited", storage=storage_url)
+    assert len(study.trials) == 2
+    assert study.user_attrs["spec"]["space"]["units"] == {"low": 4, "high": 8, "log": True}
+    assert "high = 8" in study.user_attrs["study_file_text"]
+    assert list(study.user_attrs["space_changes"][0]) == ["space.units"]
+    assert 4 <= study.trials[1].params["units"] <= 8
+    # Now the narrow file is the stored one: it resumes without the flag.
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "2"]) == 0
