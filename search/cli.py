@@ -1,9 +1,12 @@
-"""Command line: ``capsearch run STUDY``, ``list``, ``show STUDY``, ``validate``, ``worker STUDY``,
-``workers STUDY -n N``, ``copy STUDY``, ``report STUDY``, ``kt STUDY``, ``export STUDY``
-and ``rerun STUDY TRIAL`` (also ``python -m search``).
+"""Command line: ``capsearch run STUDY``, ``list``, ``show STUDY``, ``delete STUDY``, ``validate``,
+``worker STUDY``, ``workers STUDY -n N``, ``copy STUDY``, ``verdict STUDY``, ``report STUDY``,
+``dashboard``, ``proxy``, ``kt STUDY``, ``export STUDY`` and ``rerun STUDY TRIAL`` (also
+``python -m search``).
 
 Each command is a few lines over the library; :func:`main` is the one place that turns the
 project's errors into a one-line message and exit code 2 (no traceback, nothing stored changed).
+Each command imports what it uses when it runs, so ``--help`` and a bad flag answer at once,
+without loading Optuna, the storage drivers or TensorFlow.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from search.verdict.jobs import Group, Plan, job_values, trials_by_job
-from search.views.summary import format_params
+from search.views.summary import format_params, trial_params
 
 if TYPE_CHECKING:
     import optuna
@@ -474,8 +474,6 @@ def _data_size(
 
 
 def _readable(trial: FrozenTrial) -> dict[str, Any]:
-    from search.views.summary import trial_params
-
     return trial_params(trial)
 
 
