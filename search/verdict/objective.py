@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
     from search.data import Dataset
     from search.spec.studyfile import StudySpec
-    from search.training.prepared import History
     from search.training.run import TrainingRun
 
 
@@ -89,18 +88,6 @@ class JobObjective(Objective):
     def trial_seed(self, trial: optuna.Trial) -> int:
         """The job's seed, not the trial number's."""
         return int(trial.user_attrs["seed"])
-
-    def train(
-        self,
-        trial: optuna.Trial,
-        *,
-        seed: int,
-        callbacks: list[keras.callbacks.Callback],
-        history: History,
-    ) -> TrainingRun:
-        return super().train(
-            trial, seed=int(trial.user_attrs["seed"]), callbacks=callbacks, history=history
-        )
 
     def _callbacks(self, trial: optuna.Trial, *, prune: bool) -> list[keras.callbacks.Callback]:
         """A re-training is never pruned: every seed runs its whole curve."""
