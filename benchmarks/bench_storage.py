@@ -28,6 +28,7 @@ Example:
     $ python -m benchmarks.bench_storage --trials 400
     $ python benchmarks/bench_storage.py --workers 1 8 --no-postgres
     $ python -m benchmarks.bench_storage --proxy --workers 8 32 64 --trials 640
+    $ python -m benchmarks.bench_storage --proxy --storages proxy --workers 8 64 --trials 640
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def proxy_compare(args: argparse.Namespace) -> int:
     )
     emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    for backend in ("postgresql", "proxy"):
+    for backend in args.storages:
         for workers in args.workers:
             database = f"capsearch_bench_{uuid.uuid4().hex[:8]}"
             with admin.connect() as connection:
@@ -322,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         "--proxy",
         action="store_true",
         help="the second table: PostgreSQL directly and through capsearch proxy",
+    )
+    parser.add_argument(
+        "--storages",
+        nargs="+",
+        choices=("postgresql", "proxy"),
+        default=["postgresql", "proxy"],
+        help="with --proxy: the rows to run (default both)",
     )
     parser.add_argument(
         "--no-barrier",

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from search.errors import FatalError, SearchError, UsageError
 
@@ -45,7 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = _search_options(args)
     _quiet_libraries()
     run_search(spec, options, echo=_echo)
-    _verdict_hook(spec, options, workers=1)
+    if not args.no_verdict:
+        _verdict_hook(spec, options, workers=1)
     return 0
 
 
@@ -222,7 +223,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
     options = _search_options(args)
     _quiet_libraries()
     code = run_workers(spec, args.n, options, echo=_echo)
-    if code == 0:
+    if code == 0 and not args.no_verdict:
         _verdict_hook(spec, options, workers=args.n)
     return code
 
@@ -344,6 +345,9 @@ DATA_DIR_HELP = "folder with local data copies (default: $CAPSEARCH_DATA)"
 TRIALS_HELP = "finished trials the study should have in all"
 TIMEOUT_HELP = "stop starting trials after S seconds"
 STUDY_HELP = "study name (a file in spaces/) or path to a .toml file"
+NO_VERDICT_HELP = (
+    "skip the verdict a [verdict] table asks for at the end (capsearch verdict runs it later)"
+)
 
 
 def capsearch_version() -> str:
@@ -363,16 +367,24 @@ def capsearch_version() -> str:
         return __version__
 
 
-def _storage_parent(help_text: str = STORAGE_HELP) -> argparse.ArgumentParser:
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (exit 2), as every other bad input is:
+    the usage block argparse prints first is replaced by a pointer to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+
+
+def _storage_parent(help_text: str = STORAGE_HELP) -> _OneLineErrors:
     """The shared ``--storage`` flag, as a parent parser."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = _OneLineErrors(add_help=False)
     parent.add_argument("--storage", help=help_text)
     return parent
 
 
-def _data_parent() -> argparse.ArgumentParser:
+def _data_parent() -> _OneLineErrors:
     """The shared ``--data-dir`` and ``--offline`` flags, as a parent parser."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = _OneLineErrors(add_help=False)
     parent.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     parent.add_argument("--offline", action="store_true", help="never download data")
     return parent
@@ -380,9 +392,9 @@ def _data_parent() -> argparse.ArgumentParser:
 
 def _budget_parent(
     trials_help: str = TRIALS_HELP, timeout_help: str = TIMEOUT_HELP
-) -> argparse.ArgumentParser:
+) -> _OneLineErrors:
     """The shared ``--trials`` and ``--timeout`` flags, as a parent parser."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = _OneLineErrors(add_help=False)
     parent.add_argument("--trials", type=_positive_int, help=trials_help)
     parent.add_argument("--timeout", type=_positive_float, help=timeout_help)
     parent.add_argument(
@@ -399,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     Flags several commands share come from parent parsers: ``--storage``; ``--data-dir`` and
     ``--offline``; ``--trials`` and ``--timeout``.
     """
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="capsearch",
         description="Search capacity and regularization of Keras models with Optuna.",
     )
@@ -415,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", parents=trial_runs, help="create or resume a study and run its trials"
     )
     run.add_argument("study", help=STUDY_HELP)
+    run.add_argument("--no-verdict", action="store_true", help=NO_VERDICT_HELP)
     run.set_defaults(func=cmd_run)
 
     lst = sub.add_parser(
@@ -494,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers.add_argument(
         "-n", "--workers", dest="n", type=_positive_int, default=2, help="worker processes"
     )
+    workers.add_argument("--no-verdict", action="store_true", help=NO_VERDICT_HELP)
     workers.set_defaults(func=cmd_workers)
 
     verdict = sub.add_parser(
@@ -531,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     kt = sub.add_parser(
         "kt",
         parents=[kt_budget, kt_storage, data],
-        help="search a [hypermodel] study with KerasTuner itself and compare with Optuna",
+        help="search any study with KerasTuner itself and compare with Optuna",
     )
     kt.add_argument("study", help=STUDY_HELP)
     kt.add_argument(

@@ -210,6 +210,7 @@ def test_bad_input_is_one_line_exit_2_and_storage_untouched(
     errors = [line for line in err.splitlines() if "error:" in line]
     assert code == 2, err
     assert len(errors) == 1 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err  # one line: no usage block, no warnings
     assert not any(secret in err for secret in SECRETS), err
     assert _digest(db) == before
     assert not (tmp_path / "new.db").exists()

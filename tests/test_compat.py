@@ -199,6 +199,27 @@ def test_rdb_models_have_the_columns_queried() -> None:
     beats = models.TrialHeartbeatModel.__table__
     assert beats.name == "trial_heartbeats", OPTUNA
     assert {"trial_id", "heartbeat"} <= set(beats.columns.keys()), OPTUNA
+    attrs = models.TrialSystemAttributeModel.__table__
+    assert attrs.name == "trial_system_attributes", OPTUNA
+    assert {"trial_id", "key", "value_json"} <= set(attrs.columns.keys()), OPTUNA
+
+
+def test_running_trials_are_found_by_a_system_attribute(tmp_path: Path) -> None:
+    # TrialModel joined with TrialSystemAttributeModel: a reservation's token finds its trial.
+    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'tokens.db'}")
+    study = optuna.create_study(storage=rdb)
+    study.enqueue_trial({"x": 1.0})
+    popped = optuna_compat.reserve_trial(study, {}, system_attrs={"token": "a"})
+    fresh = optuna_compat.reserve_trial(study, {}, waiting=False, system_attrs={"token": "b"})
+    done = optuna_compat.reserve_trial(study, {}, waiting=False, system_attrs={"token": "b"})
+    rdb.set_trial_state_values(done, TrialState.COMPLETE, [1.0])  # finished: not found
+    with rdb.engine.connect() as connection:
+        found = {
+            token: optuna_compat.running_trials_with_system_attr(connection, study, "token", token)
+            for token in ("a", "b", "c")
+        }
+    rdb.engine.dispose()
+    assert found == {"a": [popped], "b": [fresh], "c": []}, f"{OPTUNA}: {found}"
 
 
 def test_state_counts_query_counts_each_state(tmp_path: Path) -> None:

@@ -59,9 +59,10 @@ def test_full_storage_is_one_error_and_the_running_trial_is_failed(tmp_path: Pat
         return x
 
     with pytest.raises(StorageWriteError) as caught:
-        run_trials(study, objective, target=10, echo=lambda line: None)
+        run_trials(study, objective, target=10, worker="w0", echo=lambda line: None)
     message = str(caught.value)
     assert "\n" not in message
+    assert message.startswith("storage sqlite:///")  # the launcher puts "[w0] " in front
     assert "stopped taking writes (database or disk is full) during trial 3" in message
     assert "free space on the disk" in message
     assert message.endswith("trial 3 was marked failed")
@@ -86,6 +87,20 @@ def test_write_problems_are_recognised_through_wrappers() -> None:
             problem = write_problem(outer)
         assert problem is not None and fix in problem.fix, text
     assert write_problem(sqlite3.OperationalError("no such table: trials")) is None
+
+
+def test_refused_files_beside_the_storage_are_write_problems(tmp_path: Path) -> None:
+    """The OS refusing the study lock beside the file is the storage's; elsewhere it is not."""
+    database = tmp_path / "s.db"
+    for number, fix in [(13, "writable"), (30, "remount"), (28, "free space"), (5, "check")]:
+        refused = OSError(number, os.strerror(number), f"{database}-capsearch.lock")
+        problem = write_problem(refused, str(database))
+        assert problem is not None and fix in problem.fix, number
+        assert problem.cause.startswith(f"cannot write {database}-capsearch.lock: "), problem
+    denied = PermissionError(13, "Permission denied", f"{database}-capsearch.lock")
+    assert write_problem(denied) is None  # no storage file given: the objective's own error
+    elsewhere = PermissionError(13, "Permission denied", str(tmp_path / "model.keras"))
+    assert write_problem(elsewhere, str(database)) is None
 
 
 @pytest.fixture

@@ -13,36 +13,9 @@ from search.errors import StudyFileError
 from search.runs import SearchOptions, run_search
 from search.spec.studyfile import load_study
 from tests.conftest import write_study
+from tests.tiny_studies import TINY_PIMA_FOLDS
 
-PIMA = """
-description = "tiny Pima study with folds"
-objective = "generalize"
-trials = 2
-
-[data]
-source = "pima"
-validation_fraction = 0.2
-test_fraction = 0.2
-seed = 0
-
-[training]
-epochs = 3
-seed = 0
-folds = 3
-refit = "train+validation"
-
-[space]
-layers = 1
-units = { low = 4, high = 16, log = true }
-l2 = 0.0
-dropout = 0.0
-batch_size = 64
-learning_rate = 0.01
-
-[pruner]
-name = "median"
-n_startup_trials = 1
-"""
+PIMA = TINY_PIMA_FOLDS
 
 
 def test_folds_are_stratified_and_cover_every_row() -> None:

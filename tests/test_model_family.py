@@ -123,6 +123,7 @@ def test_overfit30_question_is_dense_32_16_at_batch_1() -> None:
     model, params = _baseline_model("overfit30_memorize", "question")
     assert _layers(model) == [("Dense", 32, "relu"), ("Dense", 16, "relu"), ("Dense", 1, "linear")]
     assert params["batch_size"] == 1 and model.loss == "mean_squared_error"
+    assert params["shuffle"] is False  # the question's rows went in their stored order
     assert load_study("overfit30_memorize").baseline_named("question").epochs == 53  # type: ignore[union-attr]
 
 

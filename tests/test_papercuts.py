@@ -196,6 +196,43 @@ def test_a_loss_far_above_its_start_is_pruned_like_nan() -> None:
     assert not diverged(0.69 * DIVERGED_FACTOR, 0.69) and not diverged(3.0, None)
 
 
+@pytest.mark.slow
+def test_a_loss_absurd_from_the_first_epoch_is_pruned_against_its_start(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    # Adam at a learning rate of 45 on the 21 points: the first epoch already ends at an MSE of
+    # about 1e4 or more, which its first epoch cannot be judged against; the untrained model can.
+    from search.runs import SearchOptions, run_search
+
+    text = """
+objective = "memorize"
+trials = 1
+
+[data]
+source = "overfit30"
+
+[training]
+epochs = 2
+steps_per_epoch = 20
+seed = 0
+
+[space]
+layers = 2
+units = 16
+l2 = 0.0
+dropout = 0.0
+batch_size = 7
+learning_rate = 45.0
+optimizer = "adam"
+"""
+    spec = load_study(write_study(tmp_path, "diverges", text))
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    run_search(spec, SearchOptions(storage=url, trial_plots=False), echo=lambda _: None)
+    (trial,) = optuna.load_study(study_name="diverges", storage=url).trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert "before its first step" in trial.user_attrs["pruned_reason"]
+
+
 @pytest.fixture(scope="module")
 def memorize(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
     return tiny_run("tiny_memorize", tmp_path_factory)

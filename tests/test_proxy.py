@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from search._compat import optuna as optuna_compat
 from tests.throwaway_postgres import ThrowawayPostgres, free_port, missing_reason
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,3 +280,62 @@ def test_a_malformed_proxy_port_is_one_line_and_exit_2() -> None:
     assert proc.returncode == 2
     assert "port '70000' is not a number in 1-65535" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _reservation(target: int, token: str, worker: str) -> optuna.trial.FrozenTrial:
+    """The template a worker sends to reserve a trial (as ``ProxyStorage.reserve_trial``)."""
+    from search.storage.proxy import RESERVE_KEY
+
+    template = optuna_compat.running_trial_template({"worker": worker})
+    template.system_attrs[RESERVE_KEY] = {"target": target, "heartbeat": 1, "grace": 4}
+    template.system_attrs[RESERVE_KEY]["token"] = token
+    return template
+
+
+def test_a_reservation_sent_again_gets_its_first_trial_and_its_heartbeat(
+    postgres: ThrowawayPostgres,
+) -> None:
+    """The proxy stored a reservation but its answer was lost (the proxy or its database went
+    away): the worker sends the same request again, and gets that trial, not a second one."""
+    from search.distributed.liveness import liveness_settings
+    from search.distributed.proxy_server import ProxyBackend
+    from search.distributed.worker_storage import open_worker_storage
+    from search.storage.proxy import RESERVE_KEY
+
+    rdb = open_worker_storage(postgres.url, liveness_settings(1, 4), wait_outages=False)
+    backend = ProxyBackend(rdb, echo=lambda line: None)
+    try:
+        study = optuna.create_study(study_name="proxy_resent", storage=backend.storage)
+        study_id = optuna_compat.study_id(study)
+        first = _reservation(3, "token-a", "w0")
+        trial_id = backend.storage.create_new_trial(study_id, template_trial=first)
+        first.system_attrs[RESERVE_KEY]["again"] = True  # what ProxyStorage marks on a resend
+        assert backend.storage.create_new_trial(study_id, template_trial=first) == trial_id
+        # Another worker's reservation with the same token is not that trial's.
+        other = _reservation(3, "token-a", "w1")
+        other.system_attrs[RESERVE_KEY]["again"] = True
+        second = backend.storage.create_new_trial(study_id, template_trial=other)
+        assert second != trial_id
+        trials = study.get_trials(deepcopy=False)
+        assert [t.state.name for t in trials] == ["RUNNING", "RUNNING"]
+        assert [t.user_attrs["worker"] for t in trials] == ["w0", "w1"]
+        # Each reserved trial has its first heartbeat: the worker does not send one.
+        assert optuna_compat.beating_trial_ids(rdb, [trial_id, second]) == {trial_id, second}
+        assert backend.reservations == 2
+    finally:
+        rdb.engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_reservation_that_met_no_proxy_is_marked_as_sent_again() -> None:
+    """The client marks a reservation it sent once, so that its resend looks for its trial."""
+    from search.storage.proxy import RESERVE_KEY, ProxyStorage
+
+    storage = ProxyStorage(f"grpc://127.0.0.1:{free_port()}")
+    template = _reservation(3, "token-b", "w0")
+    try:
+        with pytest.raises(Exception, match="UNAVAILABLE|failed to connect"):
+            storage.create_new_trial(1, template_trial=template)
+    finally:
+        storage.close()
+    assert template.system_attrs[RESERVE_KEY]["again"] is True

@@ -17,34 +17,9 @@ from search.storage.studies import load_stored_study
 from search.training.final_model import evaluate_usable
 from search.training.prepared import prepare_data
 from tests.conftest import write_study
+from tests.tiny_studies import TINY_PIMA
 
-PIMA = """
-description = "tiny Pima study for the refit export"
-objective = "generalize"
-trials = 2
-
-[data]
-source = "pima"
-validation_fraction = 0.2
-test_fraction = 0.2
-seed = 0
-
-[training]
-epochs = 3
-seed = 0
-refit = "train+validation"
-
-[space]
-layers = 1
-units = { low = 4, high = 16, log = true }
-l2 = 0.0
-dropout = 0.0
-batch_size = 64
-learning_rate = 0.01
-
-[pruner]
-name = "none"
-"""
+PIMA = TINY_PIMA
 
 
 def _searched(folder: Path, name: str, text: str) -> tuple[Any, str]:

@@ -52,6 +52,39 @@ batch_size = 16
 learning_rate = 0.01
 """
 
+TINY_PIMA = """
+description = "tiny Pima study re-trained on training + validation rows for its test score"
+objective = "generalize"
+trials = 2
+
+[data]
+source = "pima"
+validation_fraction = 0.2
+test_fraction = 0.2
+seed = 0
+
+[training]
+epochs = 3
+seed = 0
+refit = "train+validation"
+
+[space]
+layers = 1
+units = { low = 4, high = 16, log = true }
+l2 = 0.0
+dropout = 0.0
+batch_size = 64
+learning_rate = 0.01
+
+[pruner]
+name = "none"
+"""
+
+# The same study scored by 3-fold cross-validation of its training rows, pruned on the folds.
+TINY_PIMA_FOLDS = TINY_PIMA.replace(
+    'refit = "train+validation"', 'folds = 3\nrefit = "train+validation"'
+).replace('[pruner]\nname = "none"\n', '[pruner]\nname = "median"\nn_startup_trials = 1\n')
+
 # The same study with model size as a second objective (and so no pruner).
 TINY_PARETO = (
     TINY_SINE.replace("trials = 2", "trials = 3")

@@ -16,8 +16,9 @@ bound ``optuna>=4.2,<5.1`` keeps the installed version among them. What is used:
 * ``RDBStorage._get_stale_trial_ids``: the RUNNING trials whose heartbeat is older than the
   grace period, without failing them (the public ``fail_stale_trials`` fails them at once,
   before a reason can be stored on them).
-* ``optuna.storages._rdb.models``: the ``trials`` table (``study_id``, ``state``) and the
-  ``trial_heartbeats`` table (``trial_id``), read with one query each instead of loading every
+* ``optuna.storages._rdb.models``: the ``trials`` table (``study_id``, ``state``), the
+  ``trial_heartbeats`` table (``trial_id``) and the ``trial_system_attributes`` table
+  (``trial_id``, ``key``, ``value_json``), read with one query each instead of loading every
   trial.
 * ``RDBStorage._create_new_trial``, ``_get_trials``, ``_get_stale_trial_ids`` (and
   ``_set_trial_param`` in 5.0) among the methods :data:`RDB_TRANSACTION_METHODS` lists: each is
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +56,7 @@ __all__ = [
     "pop_waiting_trial",
     "rdb_storage",
     "reserve_trial",
+    "running_trials_with_system_attr",
     "running_trial_template",
     "stale_trial_ids",
     "state_counts_query",
@@ -199,13 +202,16 @@ def create_trial(study: optuna.Study, template: FrozenTrial | None = None) -> in
     return study_storage(study).create_new_trial(study_id(study), template_trial=template)
 
 
-def running_trial_template(user_attrs: dict[str, Any]) -> FrozenTrial:
-    """A RUNNING trial started now with ``user_attrs``, for :func:`create_trial`.
+def running_trial_template(
+    user_attrs: dict[str, Any], system_attrs: dict[str, Any] | None = None
+) -> FrozenTrial:
+    """A RUNNING trial started now with ``user_attrs`` (and ``system_attrs``), for
+    :func:`create_trial`.
 
     Example:
-        >>> template = running_trial_template({"worker": "w1"})
-        >>> template.state.name, template.user_attrs
-        ('RUNNING', {'worker': 'w1'})
+        >>> template = running_trial_template({"worker": "w1"}, {"token": "t"})
+        >>> template.state.name, template.user_attrs, template.system_attrs
+        ('RUNNING', {'worker': 'w1'}, {'token': 't'})
     """
     return FrozenTrial(
         number=-1,  # numbered by the storage
@@ -216,18 +222,25 @@ def running_trial_template(user_attrs: dict[str, Any]) -> FrozenTrial:
         params={},
         distributions={},
         user_attrs=user_attrs,
-        system_attrs={},
+        system_attrs=dict(system_attrs or {}),
         intermediate_values={},
         trial_id=-1,
     )
 
 
-def reserve_trial(study: optuna.Study, user_attrs: dict[str, Any], *, waiting: bool = True) -> int:
+def reserve_trial(
+    study: optuna.Study,
+    user_attrs: dict[str, Any],
+    *,
+    waiting: bool = True,
+    system_attrs: dict[str, Any] | None = None,
+) -> int:
     """The database half of ``Study.ask``: the next trial, RUNNING and carrying ``user_attrs``.
 
     A WAITING trial (enqueued or re-queued) is taken first, as ``ask`` does; ``waiting=False``
-    (the caller counted none) skips that read. A new trial gets ``user_attrs`` in the same
-    transaction that creates it. :func:`open_trial` is the other half.
+    (the caller counted none) skips that read. A new trial gets ``user_attrs`` and
+    ``system_attrs`` in the same transaction that creates it (a taken WAITING trial gets them
+    right after). :func:`open_trial` is the other half.
 
     Returns:
         The trial id.
@@ -245,8 +258,11 @@ def reserve_trial(study: optuna.Study, user_attrs: dict[str, Any], *, waiting: b
             storage = study_storage(study)
             for key, value in user_attrs.items():
                 storage.set_trial_user_attr(popped, key, value)
+            for key, value in (system_attrs or {}).items():
+                storage.set_trial_system_attr(popped, key, value)
             return popped
-    return create_trial(study, running_trial_template(user_attrs) if user_attrs else None)
+    marked = user_attrs or system_attrs
+    return create_trial(study, running_trial_template(user_attrs, system_attrs) if marked else None)
 
 
 def open_trial(study: optuna.Study, reserved_id: int) -> optuna.Trial:
@@ -290,6 +306,28 @@ def state_counts_query(study: optuna.Study) -> sqlalchemy.Select[Any]:
         .where(model.study_id == study_id(study))
         .group_by(model.state)
     )
+
+
+def running_trials_with_system_attr(
+    connection: sqlalchemy.Connection, study: optuna.Study, key: str, value: Any
+) -> list[int]:
+    """The ids of the study's RUNNING trials whose system attribute ``key`` is ``value``.
+
+    One query on the ``trials`` and ``trial_system_attributes`` tables (the value compared as
+    Optuna stores it, JSON), on ``connection`` (e.g. the study lock's, which sees every commit).
+    """
+    trial = _get(_models(), "TrialModel")
+    attr = _get(_models(), "TrialSystemAttributeModel")
+    query = (
+        sqlalchemy.select(trial.trial_id)
+        .join(attr, attr.trial_id == trial.trial_id)
+        .where(trial.study_id == study_id(study))
+        .where(trial.state == TrialState.RUNNING)
+        .where(attr.key == key)
+        .where(attr.value_json == json.dumps(value))
+        .order_by(trial.trial_id)
+    )
+    return [row[0] for row in connection.execute(query)]
 
 
 def beating_trial_ids(storage: RDBStorage, trial_ids: Collection[int]) -> set[int]:

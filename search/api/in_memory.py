@@ -210,8 +210,7 @@ def _run(
         extra_callbacks=[progress.callback],
         allow_narrowed=allow_narrowed,
     )
-    if verbose < 2:
-        _quiet_libraries()
+    _quiet_libraries(verbose)
     run = SearchRun(spec, options, echo=progress.echo)
     try:
         if workers == 1:
@@ -259,9 +258,11 @@ def _finished_before(name: str, url: str) -> int:
         return 0
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _quiet_libraries(verbose: int) -> None:
+    # Optuna's INFO lines ("A new study created in RDB ...") are not the CLI's, at any verbose.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if verbose < 2:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def study_table(

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from search.errors import InputError
+from search.spec.family import inactive_defaults
 from search.spec.studyfile import HYPERPARAMETERS
 
 __all__ = ["baseline_table", "default_space", "space_table"]
@@ -121,11 +122,18 @@ def baseline_table(
     """A baseline dict completed with a value for every searched key it leaves out.
 
     Keys left out take a plain default where the space allows it (no L2, no dropout, rate
-    1e-3, batch 32), else the range's low end or the first choice.
+    1e-3, batch 32), else the range's low end or the first choice; a sub-lever left out that
+    does not apply to the baseline (``momentum`` of an ``adam`` one) is left out, as the study
+    file then gives it its default.
 
     Example:
         >>> baseline_table({"units": 16}, {"units": {"low": 4, "high": 64}, "l2": 0.0}, 0)
         {'name': 'baseline_0', 'units': 16}
+        >>> space = space_table({"optimizer": ["adam", "sgd"], "momentum": (0.5, 0.9)})
+        >>> baseline_table({}, space, 1)
+        {'name': 'baseline_1', 'optimizer': 'adam'}
+        >>> baseline_table({"optimizer": "sgd"}, space, 2)
+        {'name': 'baseline_2', 'momentum': 0.5, 'optimizer': 'sgd'}
     """
     out: dict[str, Any] = {"name": str(baseline.get("name", f"baseline_{number}"))}
     unknown = sorted(set(baseline) - set(HYPERPARAMETERS) - {"name", "epochs"})
@@ -134,14 +142,19 @@ def baseline_table(
             f"baselines[{number}] has the key {unknown[0]!r}, which the model family does not "
             f"have; use keys of the space ({', '.join(space)})."
         )
+    filled: list[str] = []
     for key, entry in space.items():
         if key in baseline or (key == "shape" and isinstance(baseline.get("units"), list)):
             continue  # a list of widths takes no shape (the study file picks one)
         if isinstance(entry, Mapping):
             out[key] = _default_value(key, entry)
+            filled.append(key)
     out |= {
         k: (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
         for k, v in baseline.items()
         if k != "name"
     }
+    values = {k: v for k, v in space.items() if not isinstance(v, (Mapping, list, tuple))} | out
+    for key in inactive_defaults(values, filled):
+        del out[key]
     return out

@@ -1,7 +1,9 @@
 """The same hypermodel under KerasTuner's own tuners: ``capsearch kt STUDY``.
 
-Runs a ``[hypermodel]`` study's hypermodel with KerasTuner's ``Hyperband`` or
-``BayesianOptimization`` on the study's data (``objective="val_loss"``), files under
+Runs a study's hypermodel with KerasTuner's ``Hyperband`` or ``BayesianOptimization`` on the
+study's data (``objective="val_loss"``): its ``[hypermodel]``, or, for a plain study, its
+``[space]`` declared with KerasTuner's ``hp`` calls and built by the service's own model builder
+(:class:`~search.kerastuner.SpaceHyperModel`). Files go under
 ``storage/keras_tuner/<study>/<tuner>``, within a wall-clock budget: no trial starts after
 ``timeout`` seconds (the running one finishes), as ``capsearch run --timeout`` does.
 
@@ -16,7 +18,9 @@ Optuna study's best trial shows Keras' ``val_loss`` at its best epoch (``keras_v
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import logging
 import time
 import warnings
 from collections.abc import Iterator
@@ -31,10 +35,13 @@ from search.console import Echo
 from search.engine.study import FINISHED, best_trial
 from search.errors import HypermodelError, StorageError
 from search.runs import SearchOptions, SearchRun
+from search.spec.space import Fixed
 from search.storage.urls import DEFAULT_STORAGE_DIR
 from search.views.summary import table
 
 if TYPE_CHECKING:
+    import keras_tuner
+
     from search.spec.studyfile import StudySpec
     from search.training.prepared import PreparedData
 
@@ -83,7 +90,7 @@ def run_keras_tuner(
     """Search the study's hypermodel with a KerasTuner tuner; return its best, scored both ways.
 
     Args:
-        spec: A study with ``[hypermodel]``.
+        spec: A study: its ``[hypermodel]``, else its ``[space]`` (:func:`keras_tuner_hypermodel`).
         data: Its prepared data (training and validation arrays go to ``tuner.search``).
         tuner: ``"hyperband"`` (``max_epochs``, factor 3) or ``"bayesian"``.
         timeout: Start no trial after this many seconds.
@@ -93,22 +100,18 @@ def run_keras_tuner(
         resume: Continue a previous search in the directory instead of starting afresh.
 
     Raises:
-        HypermodelError: The study has no hypermodel, or KerasTuner finished no trial.
+        HypermodelError: The hypermodel does not fit the data, or KerasTuner finished no trial.
     """
     import keras  # TensorFlow and KerasTuner: once the input is checked
     import keras_tuner
 
-    from search.kerastuner import load_hypermodel, probe_space
+    from search.kerastuner import SpaceHyperModel
 
-    if spec.hypermodel is None:
-        raise HypermodelError(
-            f"study {spec.name} has no [hypermodel]; capsearch kt runs a KerasTuner hypermodel."
-        )
+    _check_tuner_installed(tuner)
     if not data.dataset.has_validation:
         raise HypermodelError(f"study {spec.name}: KerasTuner's val_loss needs a validation split.")
-    hypermodel = load_hypermodel(spec)
-    probe_space(hypermodel, data, str(spec.hypermodel.path or spec.hypermodel.module))
     epochs = max_epochs or spec.training.epochs
+    hypermodel = keras_tuner_hypermodel(spec, data, epochs=epochs)
     directory = directory or keras_tuner_dir(spec.name)
     deadline = time.monotonic() + timeout if timeout is not None else None
     common: dict[str, Any] = {
@@ -162,13 +165,41 @@ def run_keras_tuner(
         keras_val_loss=float(best.score),
         data_val_loss=data_loss,
         val_accuracy=accuracy,
-        values=dict(best.hyperparameters.values),
+        values=(
+            hypermodel.used_values(best.hyperparameters.values)
+            if isinstance(hypermodel, SpaceHyperModel)
+            else dict(best.hyperparameters.values)
+        ),
         best_epoch=int(best.best_step) + 1 if best.best_step is not None else None,
         directory=str(directory / tuner),
     )
     result_file = directory / tuner / "capsearch_result.json"
     result_file.write_text(json.dumps(asdict(result), indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def keras_tuner_hypermodel(
+    spec: StudySpec, data: PreparedData, *, epochs: int | None = None
+) -> keras_tuner.HyperModel:
+    """The hypermodel KerasTuner searches, checked on a few rows (``probe_space``).
+
+    The study's ``[hypermodel]``; for a plain study, its ``[space]`` as a
+    :class:`~search.kerastuner.SpaceHyperModel` (the model ``capsearch run`` builds, ``epochs``
+    the schedules' horizon).
+
+    Raises:
+        HypermodelError: It cannot be imported, or its model does not fit the data.
+    """
+    from search.kerastuner import SpaceHyperModel, load_hypermodel, probe_space
+
+    if spec.hypermodel is None:
+        hypermodel: keras_tuner.HyperModel = SpaceHyperModel(spec, data, epochs=epochs)
+        label = f"study {spec.name}'s [space]"
+    else:
+        hypermodel = load_hypermodel(spec)
+        label = str(spec.hypermodel.path or spec.hypermodel.module)
+    probe_space(hypermodel, data, label)
+    return hypermodel
 
 
 def compare_with_keras_tuner(
@@ -185,10 +216,7 @@ def compare_with_keras_tuner(
     ``options.timeout`` is the wall-clock budget and ``options.trials`` the trial cap; the Optuna
     side is the study of the same name in ``options.storage``, when there is one.
     """
-    if spec.hypermodel is None:
-        raise HypermodelError(
-            f"study {spec.name} has no [hypermodel]; capsearch kt runs a KerasTuner hypermodel."
-        )
+    _check_tuner_installed(tuner)  # before the data is loaded
     run = SearchRun(spec, options, echo=echo)
     data = run.data()
     budget = f"{options.timeout:g} s" if options.timeout else "no time limit"
@@ -207,18 +235,60 @@ def compare_with_keras_tuner(
         optuna_side = optuna_best(run.open_stored())
     except StorageError:  # no study of that name, or no storage yet: KerasTuner's side alone
         optuna_side = None
+    if optuna_side is not None and spec.hypermodel is None:  # Optuna stores no fixed value
+        optuna_side["values"] = optuna_side["values"] | _fixed_values(spec)
     for line in comparison_lines(result, optuna_side):
         echo(line)
+    if optuna_side is not None and spec.training.folds:
+        echo(
+            f"(optuna's val loss is the mean over {spec.training.folds} folds of the training and "
+            "validation rows; KerasTuner's is the validation split's)"
+        )
     return result
+
+
+def _check_tuner_installed(tuner: TunerName) -> None:
+    """KerasTuner's ``BayesianOptimization`` needs scikit-learn, an optional dependency of it.
+
+    Raises:
+        HypermodelError: It is not installed, with the command that installs it.
+    """
+    if tuner == "bayesian" and importlib.util.find_spec("sklearn") is None:
+        raise HypermodelError(
+            "--tuner bayesian: KerasTuner's BayesianOptimization needs scikit-learn, which is "
+            "not installed; pip install 'keras-tuner[bayesian]', or use --tuner hyperband."
+        )
+
+
+def _fixed_values(spec: StudySpec) -> dict[str, Any]:
+    """The plain study's fixed values, which KerasTuner records as ``hp.Fixed``."""
+    return {
+        name: param.value
+        for name, param in spec.space.items()
+        if isinstance(param, Fixed) and not isinstance(param.value, tuple)
+    }
 
 
 @contextlib.contextmanager
 def _weights_only_loads() -> Iterator[None]:
     """KerasTuner restores checkpoints (Hyperband's next rounds, the best model) into fresh
-    models, whose optimizers have no state yet; Keras warns about it each time."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        yield
+    models, whose optimizers have no state yet; Keras warns about it each time. Each trial's
+    new model traces its own ``fit`` functions, which TensorFlow warns about as retracing from
+    the sixth on: both are expected here."""
+    quiet = _NoRetracingWarning()
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            yield
+    finally:
+        tf_logger.removeFilter(quiet)
+
+
+class _NoRetracingWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
 
 
 def _deadline_tuner(base: type, deadline: float | None) -> type:

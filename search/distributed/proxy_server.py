@@ -13,8 +13,10 @@ through unchanged:
 * a heartbeat attribute becomes Optuna's own heartbeat of the trial (database clock);
 * a reservation (``create_new_trial`` with :data:`~search.storage.proxy.RESERVE_KEY`) runs the
   trial loop's critical section here, under the same study lock as direct workers (advisory
-  lock on PostgreSQL): count finished and RUNNING trials, refuse past the target, else take a
-  WAITING trial or create a RUNNING one.
+  lock on PostgreSQL): find the trial an earlier try of the same reservation made (its token,
+  :data:`~search.storage.proxy.RESERVATION_KEY`), else count finished and RUNNING trials,
+  refuse past the target, else take a WAITING trial or create a RUNNING one; then record the
+  trial's first heartbeat, which spares the worker one request per trial.
 
 A thread fails and re-queues the trials of dead workers (no heartbeat for the grace period the
 workers asked for) of every study reserved through this proxy, every heartbeat interval.
@@ -38,14 +40,28 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search import settings
 from search._compat import optuna as optuna_compat
 from search.console import Echo
 from search.distributed.liveness import Liveness, _fail_stale_trials
 from search.distributed.study_lock import study_lock
 from search.distributed.worker_storage import open_worker_storage
-from search.errors import StorageError, UsageError
-from search.storage.proxy import BUDGET_TAKEN, HANDSHAKE_NAME, HEARTBEAT_KEY, PROTOCOL, RESERVE_KEY
-from search.storage.retry import OUTAGES, is_outage, with_retry
+from search.errors import StorageError, StorageUnavailable, UsageError
+from search.storage.proxy import (
+    BUDGET_TAKEN,
+    HANDSHAKE_NAME,
+    HEARTBEAT_KEY,
+    PROTOCOL,
+    RESERVATION_KEY,
+    RESERVE_KEY,
+)
+from search.storage.retry import (
+    DEFAULT_STORAGE_WAIT_S,
+    OUTAGES,
+    is_outage,
+    outage_wait_seconds,
+    with_retry,
+)
 from search.storage.urls import mask_url
 
 __all__ = ["ProxyBackend", "serve_proxy"]
@@ -53,7 +69,11 @@ __all__ = ["ProxyBackend", "serve_proxy"]
 _logger = logging.getLogger(__name__)
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-_SERVER_THREADS = 16
+_SERVER_THREADS = 8
+# Connections kept open: one per server thread, and the study lock's beside a reservation's
+# session (one reservation at a time). Fewer (the default 2, plus 2 opened and closed again
+# at need) made the proxy open a new connection for 2 of 3 trials at 8 workers.
+_POOL_SIZE = _SERVER_THREADS + 1
 _OUTAGE_MARK = "capsearch-proxy: database unreachable"
 
 
@@ -103,7 +123,9 @@ class ProxyBackend:
             try:
                 value = method(*args, **kwargs)
             except Exception as exc:
-                if not is_outage(exc):
+                # StorageUnavailable: the study lock waited out its bound; still an outage
+                # for the worker, which waits by its own bound.
+                if not (is_outage(exc) or isinstance(exc, StorageUnavailable)):
                     raise
                 OUTAGES.failed(exc, self.rdb.url)
                 raise ConnectionError(f"{_OUTAGE_MARK}: {exc.__class__.__name__}") from None
@@ -145,6 +167,7 @@ class ProxyBackend:
     def _reserve(self, study_id: int, user_attrs: dict[str, Any], request: dict[str, Any]) -> int:
         """The trial loop's critical section, run here for a worker of the proxy."""
         target = int(request["target"])
+        token = request.get("token")
         liveness = Liveness(
             int(request.get("heartbeat", 10)),
             int(request.get("grace", 30)),
@@ -154,14 +177,53 @@ class ProxyBackend:
             study = self._study(study_id)
             self._watched[study_id] = _Watched(study.study_name, liveness)
             with study_lock(self.rdb, study.study_name) as connection:
-                finished, running, waiting = self._count(study, connection)
-                if finished + running >= target:
-                    self.refusals += 1
-                    raise KeyError(
-                        f"{BUDGET_TAKEN}: {finished} finished + {running} running of {target}"
+                trial_id = None
+                if request.get("again"):  # a try sent again: its trial may be stored already
+                    trial_id = self._earlier_try(study, connection, token, user_attrs)
+                if trial_id is None:
+                    finished, running, waiting = self._count(study, connection)
+                    if finished + running >= target:
+                        self.refusals += 1
+                        raise KeyError(
+                            f"{BUDGET_TAKEN}: {finished} finished + {running} running of {target}"
+                        )
+                    self.reservations += 1
+                    marks = {RESERVATION_KEY: token} if token else None
+                    trial_id = optuna_compat.reserve_trial(
+                        study, user_attrs, waiting=waiting > 0, system_attrs=marks
                     )
-                self.reservations += 1
-                return optuna_compat.reserve_trial(study, user_attrs, waiting=waiting > 0)
+        # The worker's first heartbeat, here: one request less per trial (the client skips it).
+        self.rdb.record_heartbeat(trial_id)
+        return int(trial_id)
+
+    def _earlier_try(
+        self, study: optuna.Study, connection: Any, token: Any, user_attrs: dict[str, Any]
+    ) -> int | None:
+        """The RUNNING trial an earlier try of this reservation made, or None.
+
+        A try whose answer was lost (the proxy or its database went away after the trial was
+        stored) is sent again with the same token; its trial is the one to run, not a second
+        one. A re-queued copy of a failed trial keeps the token among its system attributes
+        but not the worker's id (nor does a WAITING trial taken by a direct worker get a new
+        token), so the worker's attributes must match too.
+        """
+        if not token:
+            return None
+
+        def find(on: Any) -> list[int]:
+            return optuna_compat.running_trials_with_system_attr(on, study, RESERVATION_KEY, token)
+
+        if connection is not None:
+            found = find(connection)
+        else:
+            with self.rdb.engine.connect() as own:
+                found = with_retry(lambda: find(own))
+        for trial_id in found:
+            trial = self.rdb.get_trial(trial_id)
+            if all(trial.user_attrs.get(k) == v for k, v in user_attrs.items()):
+                _logger.info("reservation %s sent again: trial %d", token, trial.number)
+                return trial_id
+        return None
 
     def _count(self, study: optuna.Study, connection: Any) -> tuple[int, int, int]:
         query = optuna_compat.state_counts_query(study)
@@ -186,6 +248,16 @@ class ProxyBackend:
                     _fail_stale_trials(
                         study, self.rdb, watched.liveness, "[proxy] ", self.echo, _Counts()
                     )
+
+
+def _meanwhile() -> str:
+    """What the proxy does while its database is away (its warning line says it)."""
+    wait, here = settings.STORAGE_WAIT.name, outage_wait_seconds()
+    return (
+        f"calls fail at once until it is back and the workers wait by their own {wait} "
+        f"({DEFAULT_STORAGE_WAIT_S} s by default); a reservation waits here up to {here} s "
+        f"({wait} of the proxy)"
+    )
 
 
 def _passed_through(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -243,9 +315,10 @@ def serve_proxy(
             f"Cannot serve '{mask_url(url)}': a proxy serves a database, not another proxy; "
             "pass --storage postgresql://..."
         )
-    rdb = open_worker_storage(url, liveness, wait_outages=False)
+    rdb = open_worker_storage(url, liveness, wait_outages=False, pool_size=_POOL_SIZE)
     assert isinstance(rdb, optuna.storages.RDBStorage)
     backend = ProxyBackend(rdb, echo)
+    OUTAGES.meanwhile = _meanwhile
     logging.getLogger("grpc._server").addFilter(_QuietOutages())
     stop = stop or threading.Event()
     previous: dict[int, Any] = {}

@@ -63,7 +63,7 @@ class RetryStats:
 
 
 def open_worker_storage(
-    url: str, liveness: Liveness, *, wait_outages: bool = True
+    url: str, liveness: Liveness, *, wait_outages: bool = True, pool_size: int | None = None
 ) -> OpenedStorage:
     """Open ``url`` with heartbeats and retry its calls on lock conflicts and outages.
 
@@ -72,12 +72,14 @@ def open_worker_storage(
     number of conflicts met is in ``storage.capsearch_retries.conflicts``. A storage that
     stops answering is waited for (:func:`search.storage.retry.with_outage_retry`); a result
     that a call made again after an outage finds already stored (a trial already COMPLETE)
-    counts as done. ``wait_outages=False`` (the proxy's own database) raises outages at once.
+    counts as done. ``wait_outages=False`` (the proxy's own database) raises outages at once;
+    ``pool_size`` is passed to :func:`~search.storage.opening.open_storage`.
     """
     storage = open_storage(
         url,
         heartbeat_interval=liveness.heartbeat_interval,
         grace_period=liveness.grace_period,
+        pool_size=pool_size,
     )
     stats = RetryStats()
 

@@ -101,7 +101,7 @@ class Objective:
                 return value, float(trial.user_attrs["param_count"])
             return value
         history = History()
-        callbacks = self._callbacks(trial, prune=not is_baseline)
+        callbacks = self._callbacks(trial, history, prune=not is_baseline)
         try:
             run = self.train(trial, seed=seed, callbacks=callbacks, history=history)
         except optuna.TrialPruned:
@@ -126,9 +126,11 @@ class Objective:
         """The seed a trial trains with: the study's seed plus the trial number."""
         return self.spec.training.seed + trial.number
 
-    def _callbacks(self, trial: optuna.Trial, *, prune: bool) -> list[keras.callbacks.Callback]:
+    def _callbacks(
+        self, trial: optuna.Trial, history: History, *, prune: bool
+    ) -> list[keras.callbacks.Callback]:
         callbacks: list[keras.callbacks.Callback] = [
-            _NonFiniteGuard(self.monitor, trial),
+            _NonFiniteGuard(self.monitor, trial, history),
             _RecordSize(trial),
         ]
         if self.spec.training.patience:
@@ -183,13 +185,15 @@ class Objective:
 
 
 DIVERGED_FACTOR = 100.0
-"""A loss above this many times its first epoch's value has diverged: pruned, like NaN."""
+"""A loss above this many times its start (before the first step) has diverged: pruned, like
+NaN."""
 
 
-def diverged(value: float | None, first: float | None) -> bool:
+def diverged(value: float | None, start: float | None) -> bool:
     """Whether an epoch's loss shows a diverged model: NaN, infinite, or far above its start.
 
-    Far above: more than :data:`DIVERGED_FACTOR` times the first epoch's (positive) loss.
+    Far above: more than :data:`DIVERGED_FACTOR` times the (positive) loss the model had
+    before its first step, or, where that was not measured, at its first epoch.
 
     Example:
         >>> diverged(float("nan"), 0.7), diverged(734.0, 0.69), diverged(5.0, 0.69)
@@ -197,27 +201,35 @@ def diverged(value: float | None, first: float | None) -> bool:
     """
     if value is None or not math.isfinite(value):
         return True
-    return first is not None and first > 0 and value > DIVERGED_FACTOR * first
+    return start is not None and start > 0 and value > DIVERGED_FACTOR * start
 
 
 class _NonFiniteGuard(keras.callbacks.Callback):
-    """Prunes a trial whose loss diverged (:func:`diverged`), storing the reason on it."""
+    """Prunes a trial whose loss diverged (:func:`diverged`), storing the reason on it.
 
-    def __init__(self, monitor: str, trial: optuna.Trial) -> None:
+    Its start is the untrained model's loss (``history.start``, measured before the first step;
+    a learning rate of 45 gave a first-epoch MSE of 1.2e11), else its first epoch's.
+    """
+
+    def __init__(self, monitor: str, trial: optuna.Trial, history: History) -> None:
         super().__init__()
         self._monitor = monitor
         self._trial = trial
+        self._history = history
         self._first: float | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = (logs or {}).get(self._monitor)
-        if diverged(value, self._first):
+        start = self._history.start.get(self._monitor)
+        what = "before its first step" if start is not None else "at its first epoch"
+        start = start if start is not None else self._first
+        if diverged(value, start):
             if value is None or not math.isfinite(value):
                 reason = f"{self._monitor} became {value} at epoch {epoch + 1}"
             else:
                 reason = (
                     f"{self._monitor} diverged to {value:.4g} at epoch {epoch + 1}, more than "
-                    f"{DIVERGED_FACTOR:g} x its first epoch's {self._first:.4g}"
+                    f"{DIVERGED_FACTOR:g} x its {start:.4g} {what}"
                 )
             self._trial.set_user_attr("pruned_reason", reason)
             raise optuna.TrialPruned(reason)

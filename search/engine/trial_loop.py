@@ -246,15 +246,21 @@ def run_trials(
                         if time.monotonic() >= next_stale_check:
                             _fail_stale_trials(study, rdb, liveness, prefix, echo, result)
                             next_stale_check = time.monotonic() + liveness.heartbeat_interval
-                        finished, running, waiting = _count(study, rdb, connection)
-                        if finished >= target:
-                            result.reason = "budget"
-                            break
-                        if finished + running < target and proxy is not None:
+                        if proxy is not None:  # the proxy counts under the lock itself
                             attrs = {WORKER_ATTR: worker} if worker else {}
                             trial_id = reserve_through_proxy(study, proxy, attrs, target, liveness)
-                        elif finished + running < target:
-                            trial_id = _reserve(study, waiting, worker)
+                            if trial_id is None:  # refused: its counts say why
+                                finished, running = proxy.refused or _count(study, rdb)[:2]
+                                if finished >= target:
+                                    result.reason = "budget"
+                                    break
+                        else:
+                            finished, running, waiting = _count(study, rdb, connection)
+                            if finished >= target:
+                                result.reason = "budget"
+                                break
+                            if finished + running < target:
+                                trial_id = _reserve(study, waiting, worker)
                 except Exception as exc:  # the lock's connection lost in a database outage
                     if not is_outage(exc) or rdb is None:
                         raise
@@ -297,10 +303,10 @@ def run_trials(
                     )
                     break
     except Exception as exc:
-        problem = write_problem(exc)
+        problem = write_problem(exc, _sqlite_file(rdb))
         if problem is None:
             raise
-        raise _write_failure(study, current, problem, prefix) from None
+        raise _write_failure(study, current, problem) from None
     finally:
         if rdb is not None:
             rdb.remove_session()
@@ -309,8 +315,21 @@ def run_trials(
     return result
 
 
+def _sqlite_file(rdb: optuna.storages.RDBStorage | None) -> str | None:
+    """The SQLite file of ``rdb``, whose lock and journal files the loop opens too; else None.
+
+    Example:
+        >>> _sqlite_file(None) is None
+        True
+    """
+    if rdb is None or rdb.engine.dialect.name != "sqlite":
+        return None
+    database = rdb.engine.url.database
+    return None if not database or database == ":memory:" else database
+
+
 def _write_failure(
-    study: optuna.Study, trial_id: int | None, problem: WriteProblem, prefix: str
+    study: optuna.Study, trial_id: int | None, problem: WriteProblem
 ) -> StorageWriteError:
     """The one-line error of a storage that stopped taking writes; the running trial failed.
 
@@ -321,7 +340,8 @@ def _write_failure(
     storage = optuna_compat.study_storage(study)
     rdb = optuna_compat.rdb_storage(study)
     where = mask_url(rdb.url) if rdb is not None else "the storage"
-    what = f"{prefix}storage {where} stopped taking writes ({problem.cause})"
+    # No worker id in front: the launcher puts it before each line of a worker's output.
+    what = f"storage {where} stopped taking writes ({problem.cause})"
     fix = f"{problem.fix}, then run again to resume (stored trials are kept)"
     if trial_id is None:
         return StorageWriteError(f"{what}; {fix}")

@@ -36,6 +36,10 @@ own ``val_loss`` (with the penalty) is kept as the trial's ``keras_val_curve``. 
 must compile its model, take the data's features as its one input (sparse multi-hot data:
 ``keras.Input(shape=(10000,), sparse=True)``) and end in the task's output (one sigmoid unit for
 binary data, one linear unit for regression, a softmax over the classes).
+
+A study without ``[hypermodel]`` has its ``[space]`` declared the same way by
+:class:`SpaceHyperModel` (``capsearch kt`` on a plain study): each key's ``hp`` call, then the
+model :func:`~search.training.model.build_model` builds for those parameters.
 """
 
 from search.kerastuner.hyperparameters import (
@@ -47,12 +51,15 @@ from search.kerastuner.hyperparameters import (
 )
 from search.kerastuner.loading import hypermodel_target, load_hypermodel
 from search.kerastuner.probing import check_model, probe_space
+from search.kerastuner.space_hypermodel import SpaceHyperModel, declare_space, used_values
 from search.kerastuner.training import train_hypermodel
 
 __all__ = [
     "Mirror",
     "OptunaHyperParameters",
+    "SpaceHyperModel",
     "check_model",
+    "declare_space",
     "fixed_hyperparameters",
     "hypermodel_target",
     "load_hypermodel",
@@ -60,4 +67,5 @@ __all__ = [
     "probe_space",
     "train_hypermodel",
     "trial_hp_values",
+    "used_values",
 ]

@@ -266,7 +266,8 @@ def keras_code(spec: StudySpec, trial: FrozenTrial, dataset: Dataset) -> str:
 
     Built-in studies give a ``keras.Sequential`` Dense stack with the trial's widths,
     activation, L1, L2, dropout, batch normalization, output activation, loss, optimizer,
-    learning rate (schedule), weight decay, momentum, batch size and epochs; hypermodel
+    learning rate (schedule), weight decay, momentum, batch size, epochs and (``shuffle =
+    false``) ``fit(shuffle=False)``; hypermodel
     studies give the hypermodel's own build and fit with the trial's values fixed.
 
     Args:
@@ -305,6 +306,9 @@ def _dense_stack_code(
     dropout = float(params.get("dropout", 0.0))
     before = params.get("batch_norm_position", "after") == "before"
     batch_size = int(params["batch_size"])
+    # Rows in their stored order every epoch when the trial trained unshuffled.
+    shuffle = "" if params.get("shuffle", True) else "\n        shuffle=False,"
+    order = "" if not shuffle else ", rows in their stored order"
     sparse = ", sparse=True" if dataset.is_sparse else ""
     regularizer = _regularizer_code(l1, l2)
     lines = [f"            keras.Input(shape=({dataset.n_features},){sparse}),"]
@@ -353,7 +357,7 @@ def build_model() -> keras.Model:
 
 
 def train(x_train, y_train, x_val=None, y_val=None) -> keras.Model:
-    \"\"\"Train as the trial did: batch size {batch_size}, {plain_epochs} epochs.\"\"\"
+    \"\"\"Train as the trial did: batch size {batch_size}, {plain_epochs} epochs{order}.\"\"\"
     keras.utils.set_random_seed({seed})
     model = build_model()
     validation = (x_val, y_val) if x_val is not None else None{note}
@@ -362,7 +366,7 @@ def train(x_train, y_train, x_val=None, y_val=None) -> keras.Model:
         y_train,
         batch_size={batch_size},
         epochs={plain_epochs},
-        validation_data=validation,
+        validation_data=validation,{shuffle}
     )
     return model
 """

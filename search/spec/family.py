@@ -19,11 +19,23 @@ Batch normalization (``batch_norm``, ``batch_norm_every``, ``batch_norm_position
 activation by default (``"after"``: ``Dense(activation=...)`` then ``BatchNormalization()``, as
 seed 000's answer writes it), or between the Dense product and the activation (``"before"``, as
 in the original paper).
+
+Sub-levers (:data:`CONDITIONS`): ``batch_norm_every`` and ``batch_norm_position`` apply only with
+``batch_norm = true``, ``decay_rate`` only with ``schedule = "exponential"``, ``momentum`` only
+with ``optimizer = "sgd"`` (the only optimizer given one) and ``nesterov`` only where ``momentum``
+applies and is above 0. A study samples a sub-lever only when it applies, after its lever, as
+Optuna's define-by-run spaces do; where it does not apply the trial's parameters carry its
+:data:`DEFAULTS` value, which is no Optuna parameter.
+
+Order of the rows (``shuffle``): each epoch's batches are cut from a fresh shuffle of the
+training rows (default, Keras ``fit(shuffle=True)``) or from the rows in their stored order
+(``shuffle = false``, ``fit(shuffle=False)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 SHAPES = ("constant", "funnel", "free")
@@ -45,8 +57,88 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "momentum": 0.0,
     "nesterov": False,
+    "shuffle": True,
 }
 """The value each lever has when a space or a baseline leaves it out (the model as before)."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """When a sub-lever applies: ``applies`` of its lever's value (``parent``), said as ``when``."""
+
+    parent: str
+    applies: Callable[[Any], bool]
+    when: str
+
+
+CONDITIONS: dict[str, Condition] = {
+    "batch_norm_every": Condition("batch_norm", bool, "batch_norm = true"),
+    "batch_norm_position": Condition("batch_norm", bool, "batch_norm = true"),
+    "decay_rate": Condition("schedule", lambda v: v == "exponential", 'schedule = "exponential"'),
+    "momentum": Condition("optimizer", lambda v: v == "sgd", 'optimizer = "sgd"'),
+    "nesterov": Condition("momentum", lambda v: float(v) > 0, "momentum > 0"),
+}
+"""Sub-lever -> the lever it depends on and the values of that lever where it applies.
+
+A sub-lever whose lever is itself a sub-lever (``nesterov`` -> ``momentum`` -> ``optimizer``)
+applies only where its lever does too. Every sub-lever has a :data:`DEFAULTS` value.
+"""
+
+_PARENT_DEFAULTS: dict[str, Any] = {"optimizer": "adam"}  # make_optimizer's default
+
+
+def applies(name: str, params: Mapping[str, Any]) -> bool:
+    """Whether lever ``name`` has an effect on the model of ``params`` (any non-sub-lever does).
+
+    A lever left out of ``params`` counts as its default.
+
+    Example:
+        >>> applies("momentum", {"optimizer": "sgd"}), applies("momentum", {"optimizer": "adam"})
+        (True, False)
+        >>> applies("nesterov", {"optimizer": "sgd", "momentum": 0.0})
+        False
+        >>> applies("units", {})
+        True
+    """
+    condition = CONDITIONS.get(name)
+    if condition is None:
+        return True
+    parent = condition.parent
+    value = params.get(parent, DEFAULTS.get(parent, _PARENT_DEFAULTS.get(parent)))
+    return applies(parent, params) and condition.applies(value)
+
+
+def inactive_defaults(params: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The default of each sub-lever among ``names`` that does not apply to ``params``.
+
+    Example:
+        >>> inactive_defaults({"optimizer": "adam", "momentum": 0.9}, ["momentum", "nesterov"])
+        {'momentum': 0.0, 'nesterov': False}
+    """
+    return {n: DEFAULTS[n] for n in names if n in CONDITIONS and not applies(n, params)}
+
+
+def sampling_order(names: Iterable[str]) -> list[str]:
+    """``names`` in their order, except that a lever comes before its sub-levers.
+
+    Example:
+        >>> sampling_order(["nesterov", "momentum", "layers", "optimizer"])
+        ['optimizer', 'momentum', 'nesterov', 'layers']
+    """
+    given = list(names)
+    out: list[str] = []
+
+    def place(name: str) -> None:
+        if name in out:
+            return
+        condition = CONDITIONS.get(name)
+        if condition is not None and condition.parent in given:
+            place(condition.parent)
+        out.append(name)
+
+    for name in given:
+        place(name)
+    return out
 
 
 def width_key(layer: int) -> str:

@@ -19,11 +19,15 @@ from search import settings
 from search.errors import OptionError, SpaceError, StudyFileError
 from search.spec.family import (
     BATCH_NORM_POSITIONS,
+    CONDITIONS,
     DEFAULTS,
     LOSSES,
     OUTPUT_ACTIVATIONS,
     SCHEDULES,
     SHAPES,
+    applies,
+    inactive_defaults,
+    sampling_order,
     width_key,
 )
 from search.spec.space import (
@@ -124,6 +128,7 @@ HYPERPARAMETERS: dict[str, tuple[Kind, Callable[[Any], str | None]]] = {
         lambda v: None if 0 <= v < 1 else f"momentum must be in [0, 1), got {v}",
     ),
     "nesterov": ("bool", lambda v: None),
+    "shuffle": ("bool", lambda v: None),
 }
 
 
@@ -280,10 +285,14 @@ class StudySpec:
     def baseline_trial_params(self, baseline: Baseline) -> dict[str, Any]:
         """The Optuna parameters to enqueue so a trial reproduces ``baseline``.
 
-        A list of widths is enqueued as ``units_<i>`` (and its first width as ``units``).
+        A list of widths is enqueued as ``units_<i>`` (and its first width as ``units``). A
+        sub-lever that does not apply to the baseline (``momentum`` of an ``adam`` one) is not
+        enqueued: its trial never samples it.
         """
         out: dict[str, Any] = {}
         for key, param in self.space.items():
+            if not applies(key, baseline.params):
+                continue
             value = baseline.params[key]
             if key == "units" and isinstance(value, list):
                 out.update({width_key(i + 1): int(w) for i, w in enumerate(value)})
@@ -301,9 +310,15 @@ class StudySpec:
         """Sample a trial's model parameters; a baseline's trial gets exactly its values.
 
         A ``free`` shape, or a baseline with a list of widths, samples ``units_1`` ...
-        ``units_<layers>`` from the ``units`` range, after the layer count.
+        ``units_<layers>`` from the ``units`` range, after the layer count. A sub-lever
+        (:data:`~search.spec.family.CONDITIONS`) is sampled after its lever and only where it
+        applies; elsewhere it takes its default and is no Optuna parameter of the trial.
         """
-        params = {name: param.suggest(trial, name) for name, param in self.space.items()}
+        sampled: dict[str, Any] = {}
+        for name in sampling_order(self.space):
+            if applies(name, sampled):  # its lever, if searched, is sampled by now
+                sampled[name] = self.space[name].suggest(trial, name)
+        params = {name: sampled[name] for name in self.space if name in sampled}
         baseline = self.baseline_named(trial.user_attrs.get("baseline"))
         units = self.space["units"]
         listed = baseline is not None and isinstance(baseline.params.get("units"), list)
@@ -312,12 +327,21 @@ class StudySpec:
                 params[width_key(i + 1)] = units.suggest(trial, width_key(i + 1))
         if baseline is not None:
             params.update(baseline.params)
+        return self._with_inactive_defaults(params)
+
+    def _with_inactive_defaults(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Every sub-lever of the space (or set) that does not apply, at its default."""
+        params.update(inactive_defaults(params, [*self.space, *params]))
         return params
 
     def stored_params(
         self, trial_params: Mapping[str, Any], baseline: str | None
     ) -> dict[str, Any]:
-        """A stored trial's model parameters: its Optuna ones, fixed values, its baseline's."""
+        """A stored trial's model parameters: its Optuna ones, fixed values, its baseline's.
+
+        The same dict :meth:`suggest` gave the trial: a sub-lever that does not apply (absent
+        from ``trial_params``, or stored before sub-levers were conditional) at its default.
+        """
         out: dict[str, Any] = {}
         for name, param in self.space.items():
             if name in trial_params:
@@ -333,7 +357,7 @@ class StudySpec:
         chosen = self.baseline_named(baseline)
         if chosen is not None:
             out.update(chosen.params)
-        return out
+        return self._with_inactive_defaults(out)
 
     def to_dict(self) -> dict[str, Any]:
         """The study file as a plain dict (round-trips through :func:`spec_from_dict`)."""
@@ -767,6 +791,10 @@ class _Validator:
                         params[key] = DEFAULTS[key]
                     else:
                         raise self.fail(f"{where}.{key}", f"missing in baseline {item['name']!r}.")
+            inactive = self.baseline_inactive(where, item, params)
+            for key, param in space.items():
+                if key in inactive:  # a sub-lever that does not apply: at its default
+                    continue
                 value = params[key]
                 if isinstance(param, FloatRange) and isinstance(value, int):
                     value = params[key] = float(value)
@@ -787,6 +815,28 @@ class _Validator:
         if len(set(names)) != len(names):
             raise self.fail("baselines", f"baseline names must be unique, got {names}.")
         return tuple(out)
+
+    def baseline_inactive(
+        self, where: str, item: Mapping[str, Any], params: dict[str, Any]
+    ) -> set[str]:
+        """Set each sub-lever that does not apply to the baseline to its default; return them.
+
+        A baseline that gives such a sub-lever another value is an error: its trial could not
+        train it (``momentum = 0.9`` with ``optimizer = "adam"``).
+        """
+        inactive = inactive_defaults(params, [*params, *CONDITIONS])
+        for key, default in inactive.items():
+            if key in item and item[key] != default:
+                parent = CONDITIONS[key].parent
+                raise self.fail(
+                    f"{where}.{key}",
+                    f"{key} = {item[key]!r} has no effect unless {CONDITIONS[key].when}, and "
+                    f"{parent} is {params.get(parent, DEFAULTS.get(parent))!r}; remove {key} "
+                    "or change the lever.",
+                )
+            if key in params:
+                params[key] = default
+        return set(inactive)
 
     def baseline_widths(self, where: str, params: dict[str, Any], param: Param) -> None:
         """A baseline's ``units = [32, 16]``: one width per layer, each in the space's range."""

@@ -273,6 +273,7 @@ def open_storage(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     create: bool = True,
+    pool_size: int | None = None,
 ) -> OpenedStorage:
     """Open an Optuna storage, checking the URL and the database first.
 
@@ -292,6 +293,9 @@ def open_storage(
             retry callback, so that a dead worker's trial is re-queued once, with its reason.
         create: When False, a missing SQLite file is an error (and is not created) and no
             tables are created.
+        pool_size: Server databases: connections kept open (default 2, plus 2 opened and
+            closed again at need); a multi-threaded server such as ``capsearch proxy`` sets
+            it to its number of threads, so that its connections are not opened per call.
 
     Returns:
         The opened storage, to pass to :func:`optuna.create_study` or :func:`optuna.load_study`.
@@ -324,6 +328,8 @@ def open_storage(
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
         engine_kwargs = dict(_SERVER_ENGINE_KWARGS)
+        if pool_size is not None:
+            engine_kwargs["pool_size"] = pool_size
         if "connect_timeout" not in parsed.query:
             engine_kwargs["connect_args"] = {"connect_timeout": _CONNECT_TIMEOUT_S}
 

@@ -15,12 +15,18 @@ wire; three conventions ride on them (the server side interprets them, see
 * **one budget**: ``create_new_trial`` with a template whose system attribute
   :data:`RESERVE_KEY` holds the target is a reservation: the proxy takes the study lock,
   counts, and either takes a WAITING trial, creates a RUNNING one, or answers "budget taken".
+  The request carries a token the worker chose, stored on the trial as
+  :data:`RESERVATION_KEY`: a reservation sent again (the answer was lost when the proxy or its
+  database went away) gets the trial it already made instead of a second one. The proxy
+  records the trial's first heartbeat before answering, so the worker sends none of its own
+  until the first interval has passed.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +43,7 @@ __all__ = [
     "HEARTBEAT_KEY",
     "LOCK_STUDY_PREFIX",
     "PROTOCOL",
+    "RESERVATION_KEY",
     "RESERVE_KEY",
     "ProxyStorage",
     "is_proxy_url",
@@ -47,12 +54,15 @@ __all__ = [
 DEFAULT_PROXY_PORT = 13000
 """Optuna's default port of the proxy server."""
 
-PROTOCOL = 1
-"""Version of the conventions above; answered by the handshake."""
+PROTOCOL = 2
+"""Version of the conventions above; answered by the handshake (2: reservation tokens, and the
+first heartbeat recorded with the reservation)."""
 
 HANDSHAKE_NAME = "capsearch:proxy-handshake"
 HEARTBEAT_KEY = "capsearch:heartbeat"
 RESERVE_KEY = "capsearch:reserve"
+RESERVATION_KEY = "capsearch:reservation"
+"""Trial system attribute: the token of the reservation that made the trial RUNNING."""
 LOCK_STUDY_PREFIX = "capsearch-lock:"
 """Name prefix of the studies that serve as study locks through a proxy (never listed)."""
 BUDGET_TAKEN = "capsearch budget taken"
@@ -62,6 +72,7 @@ _URL_RE = re.compile(
     r"^grpc://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)(?::(?P<port>[^/]*))?/?$"
 )
 _READY_TIMEOUT_S = 5.0
+_REFUSAL_RE = re.compile(r"(\d+) finished \+ (\d+) running of \d+")
 
 
 def is_proxy_url(url: str) -> bool:
@@ -116,10 +127,22 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy):
         super().__init__(host=host, port=port)
         self.url = f"grpc://{host}:{port}"
         self.heartbeat_interval = heartbeat_interval
+        # Trials whose first heartbeat the proxy recorded with the reservation.
+        self._beaten: set[int] = set()
+        self.refused: tuple[int, int] | None = None
+        """``(finished, running)`` as the proxy counted them when it last refused a
+        reservation: a worker can tell "budget reached" from "wait" without reading trials."""
 
     # The heartbeat API of Optuna's RDB storage, as the trial loop uses it.
     def record_heartbeat(self, trial_id: int) -> None:
-        """Record a heartbeat of ``trial_id``: the proxy writes Optuna's heartbeat row."""
+        """Record a heartbeat of ``trial_id``: the proxy writes Optuna's heartbeat row.
+
+        The first one after :meth:`reserve_trial` is already recorded (with the reservation):
+        that call sends nothing.
+        """
+        if trial_id in self._beaten:
+            self._beaten.discard(trial_id)
+            return
         self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, 1)
 
     def get_heartbeat_interval(self) -> int | None:
@@ -128,6 +151,20 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy):
 
     def remove_session(self) -> None:
         """Nothing to release: the proxy holds the database sessions."""
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        """Optuna's call; a reservation sent again (after an outage) is marked as such.
+
+        The retry sends the same template again, so marking its request here after the first
+        send tells the proxy to look for the trial an earlier send made; first sends skip that
+        query.
+        """
+        try:
+            return super().create_new_trial(study_id, template_trial)
+        finally:
+            request = template_trial.system_attrs.get(RESERVE_KEY) if template_trial else None
+            if isinstance(request, dict):
+                request["again"] = True
 
     def reserve_trial(
         self, study_id: int, user_attrs: Mapping[str, Any], request: Mapping[str, Any]
@@ -138,12 +175,15 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy):
             study_id: The study.
             user_attrs: Stored on the trial with it (the worker's id).
             request: ``{"target": n, "grace": s, "max_retry": r}``: the budget and the liveness
-                settings the proxy applies to the study's dead workers.
+                settings the proxy applies to the study's dead workers. A ``token`` is added
+                (one per reservation, the same when the call is sent again after an outage).
 
         Returns:
-            The id of a RUNNING trial (a WAITING one taken, or a new one), or None when the
-            study's budget is taken (``finished + running >= target``).
+            The id of a RUNNING trial (a WAITING one taken, or a new one), its first heartbeat
+            recorded, or None when the study's budget is taken (``finished + running >=
+            target``).
         """
+        request = {**request, "token": uuid.uuid4().hex}
         template = FrozenTrial(
             number=-1,
             state=TrialState.RUNNING,
@@ -158,13 +198,18 @@ class ProxyStorage(optuna.storages.GrpcStorageProxy):
             trial_id=-1,
         )
         try:
-            return self.create_new_trial(study_id, template_trial=template)
+            trial_id = self.create_new_trial(study_id, template_trial=template)
         except KeyError as exc:
             details = getattr(exc.__cause__, "details", None)
             # The server sends str(KeyError(...)): the message in quotes.
-            if callable(details) and str(details() or "").strip("'\"").startswith(BUDGET_TAKEN):
+            text = str(details() or "").strip("'\"") if callable(details) else ""
+            if text.startswith(BUDGET_TAKEN):
+                counts = _REFUSAL_RE.search(text)
+                self.refused = (int(counts[1]), int(counts[2])) if counts else None
                 return None
             raise
+        self._beaten.add(trial_id)
+        return trial_id
 
 
 def open_proxy(url: str, *, heartbeat_interval: int | None = None) -> ProxyStorage:

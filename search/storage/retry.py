@@ -219,6 +219,10 @@ def outage_wait_seconds() -> int:
     return settings.storage_wait() or DEFAULT_STORAGE_WAIT_S
 
 
+def _waiting_up_to() -> str:
+    return f"waiting up to {outage_wait_seconds()} s for it to come back"
+
+
 class _OutageLog:
     """One warning line when this process first meets an outage, one when the storage is back."""
 
@@ -226,6 +230,9 @@ class _OutageLog:
         self._lock = threading.Lock()
         self.since: float | None = None
         self.outages = 0
+        self.meanwhile: Callable[[], str] = _waiting_up_to
+        """What the process does while the storage is away, for the warning line; a process
+        that does not wait (``capsearch proxy``) says what it does instead."""
 
     def failed(self, exc: BaseException, url: str) -> float:
         """Note a failed call; returns when the outage began (``time.monotonic``)."""
@@ -234,10 +241,10 @@ class _OutageLog:
                 self.since = time.monotonic()
                 self.outages += 1
                 _logger.warning(
-                    "storage %s unreachable (%s); waiting up to %d s for it to come back",
+                    "storage %s unreachable (%s); %s",
                     mask_url(url) if url else "",
                     mask_text(_reason(exc), url),
-                    outage_wait_seconds(),
+                    self.meanwhile(),
                 )
             return self.since
 

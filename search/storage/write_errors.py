@@ -2,11 +2,15 @@
 
 :func:`write_problem` reads a driver's exception (through SQLAlchemy's and Optuna's wrappers)
 and says whether it is such a failure, with its cause and its fix; the trial loop turns it into
-one :class:`~search.errors.StorageWriteError` line instead of a chain of tracebacks.
+one :class:`~search.errors.StorageWriteError` line instead of a chain of tracebacks. Given the
+SQLite file, it also reads the operating system's refusal to open one of the files beside it
+(the study lock ``<file>-capsearch.lock``, opened for every trial a worker takes).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,17 +30,29 @@ class WriteProblem:
     fix: str
 
 
+_WRITABLE = "make the storage file, the files beside it and its folder writable"
+
 # (what the driver says, in lower case; the fix)
 _PATTERNS: tuple[tuple[str, str], ...] = (
     ("database or disk is full", "free space on the disk that holds the storage"),
     ("no space left on device", "free space on the disk that holds the storage"),
     ("could not extend file", "free space on the database server's disk"),
     ("disk quota exceeded", "free space or raise the disk quota"),
-    ("attempt to write a readonly database", "make the storage file and its folder writable"),
+    ("attempt to write a readonly database", _WRITABLE),
     ("read-only file system", "remount the file system read-write or move the storage"),
     ("read-only transaction", "point --storage at a primary server that takes writes"),
     ("disk i/o error", "check the disk and that the storage file is still there and writable"),
 )
+
+# errno of an OSError on a file of the storage -> the fix
+_OS_FIXES: dict[int, str] = {
+    errno.EACCES: _WRITABLE,
+    errno.EPERM: _WRITABLE,
+    errno.EROFS: "remount the file system read-write or move the storage",
+    errno.ENOSPC: "free space on the disk that holds the storage",
+    errno.EDQUOT: "free space or raise the disk quota",
+    errno.EIO: "check the disk and that the storage file is still there and writable",
+}
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -54,8 +70,30 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
                 todo.append(linked)
 
 
-def write_problem(exc: BaseException) -> WriteProblem | None:
+def _storage_file_error(exc: BaseException, storage_file: str | None) -> WriteProblem | None:
+    """``exc`` as a write problem when it is the OS refusing a file of ``storage_file``."""
+    if storage_file is None or not isinstance(exc, OSError) or exc.errno not in _OS_FIXES:
+        return None
+    if not isinstance(exc.filename, (str, bytes, os.PathLike)):
+        return None
+    name = os.path.abspath(os.fsdecode(exc.filename))
+    database = os.path.abspath(storage_file)
+    # The database, its -wal, -shm, -journal and -capsearch.lock files, or its folder; not a
+    # file of the objective's that happens to sit elsewhere.
+    if not (name.startswith(database) or name == os.path.dirname(database)):
+        return None
+    reason = (exc.strerror or os.strerror(exc.errno)).lower()
+    return WriteProblem(f"cannot write {name}: {reason}", _OS_FIXES[exc.errno])
+
+
+def write_problem(exc: BaseException, storage_file: str | None = None) -> WriteProblem | None:
     """The write failure ``exc`` reports (it or any exception it was raised from), or None.
+
+    Args:
+        exc: What a storage call (or the objective, through its trial's writes) raised.
+        storage_file: The SQLite file of the storage, if any: an :class:`OSError` on it or on
+            a file beside it (``EACCES``, ``EROFS``, ``ENOSPC``, ``EIO``, ...) is a write failure
+            too. Such errors on other files are not: they are the objective's own.
 
     Example:
         >>> import sqlite3
@@ -69,8 +107,16 @@ def write_problem(exc: BaseException) -> WriteProblem | None:
         'free space on the disk that holds the storage'
         >>> write_problem(ValueError("bad value")) is None
         True
+        >>> denied = PermissionError(errno.EACCES, "Permission denied", "/data/s.db-capsearch.lock")
+        >>> write_problem(denied, "/data/s.db").cause
+        'cannot write /data/s.db-capsearch.lock: permission denied'
+        >>> write_problem(denied, "/elsewhere/s.db") is None
+        True
     """
     for inner in _chain(exc):
+        on_file = _storage_file_error(inner, storage_file)
+        if on_file is not None:
+            return on_file
         text = str(inner).lower()
         for needle, fix in _PATTERNS:
             if needle in text:

@@ -214,7 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--trials", type=int, required=True)
         p.add_argument("--timeout", type=float)
         p.add_argument("--sleep", type=float, default=0.0, help="seconds per trial")
-        p.add_argument("--poll", type=float, default=0.2, help="budget poll while waiting")
+        p.add_argument(
+            "--poll",
+            type=float,
+            default=1.0,  # run_trials' default, as capsearch workers poll
+            help="seconds between budget checks while waiting for others' trials",
+        )
         p.add_argument("--fail-on", help="trial numbers that raise, e.g. 3,5")
         p.add_argument("--nan-on", help="trial numbers that return NaN")
         p.add_argument("--fail-always", action="store_true")

@@ -1,11 +1,11 @@
 """Training one model fast, and measuring it honestly after every epoch.
 
 Data is turned into tensors once per worker (:class:`PreparedData`) and shared by every trial.
-Batches are cut from a shuffled row index and gathered in TensorFlow, so multi-hot text stays a
-``tf.SparseTensor`` end to end and tiny data sets repeat inside one compiled call. Models of the
-searched family train in graphs traced once per worker and layer structure
-(:mod:`search.training.shared_graphs`); any other model trains with ``model.fit`` on a ``tf.data``
-pipeline that cuts the same kind of batches.
+Batches are cut from a shuffled row index (or the rows in order, ``shuffle=False``) and
+gathered in TensorFlow, so multi-hot text stays a ``tf.SparseTensor`` end to end and tiny data
+sets repeat inside one compiled call. Models of the searched family train in graphs traced
+once per worker and layer structure (:mod:`search.training.shared_graphs`); any other model
+trains with ``model.fit`` on a ``tf.data`` pipeline that cuts the same kind of batches.
 
 An *epoch* is one pass over the training rows, or, when the study sets ``steps_per_epoch``, that
 many optimizer steps (the data repeated): 21 points trained full-batch for 20,000 steps become 200
@@ -59,9 +59,14 @@ class EpochRecord:
 
 @dataclass
 class History:
-    """Per-epoch records of one training run."""
+    """Per-epoch records of one training run.
+
+    ``start`` holds the losses before the first step (``train_loss``, ``val_loss``, in inference
+    mode, as the epochs measure them): what "far above its start" compares with.
+    """
 
     records: list[EpochRecord] = field(default_factory=list)
+    start: dict[str, float] = field(default_factory=dict)
 
     def curve(self, name: str) -> list[float | None]:
         return [getattr(r, name) for r in self.records]
@@ -142,15 +147,19 @@ class PreparedData:
         """Optimizer steps in one epoch: the study's setting, else one pass over the rows."""
         return steps_per_epoch or math.ceil(self.n_train / batch_size)
 
-    def train_dataset(self, batch_size: int, seed: int) -> tf.data.Dataset:
-        """Endless shuffled training batches; full-batch data is one cached tensor repeated."""
+    def train_dataset(self, batch_size: int, seed: int, *, shuffle: bool = True) -> tf.data.Dataset:
+        """Endless training batches; full-batch data is one cached tensor repeated.
+
+        Each pass over the rows is a fresh shuffle, or (``shuffle=False``) the rows in their
+        stored order, cut into batches the same way (the last one short).
+        """
         train = self.splits["train"]
         if batch_size >= train.n:
             whole = train.gather(tf.range(train.n, dtype=tf.int64))
             return tf.data.Dataset.from_tensors(whole).repeat()
-        rows = tf.data.Dataset.range(train.n).shuffle(
-            train.n, seed=seed, reshuffle_each_iteration=True
-        )
+        rows = tf.data.Dataset.range(train.n)
+        if shuffle:
+            rows = rows.shuffle(train.n, seed=seed, reshuffle_each_iteration=True)
         batches = rows.batch(batch_size).map(train.gather)
         return batches.repeat().prefetch(tf.data.AUTOTUNE)
 
@@ -184,6 +193,7 @@ class PreparedData:
         on_epoch: Callable[[EpochRecord], None] | None = None,
         history: History | None = None,
         measure_train: bool = True,
+        shuffle: bool = True,
     ) -> History:
         """Train ``model`` and evaluate it after every epoch.
 
@@ -200,6 +210,8 @@ class PreparedData:
                 mode after every epoch; when false, record Keras' running training data loss.
             history: Filled epoch by epoch (so a caller keeps the records of a run that a
                 callback interrupts, e.g. a pruned trial); a new one by default.
+            shuffle: Each epoch's batches from a fresh shuffle of the rows (Keras
+                ``fit(shuffle=True)``); when false, from the rows in their stored order.
 
         Returns:
             The per-epoch records (shorter than ``epochs`` when a callback stopped training).
@@ -211,7 +223,7 @@ class PreparedData:
             build_optimizer_slots(model)
             evaluator = EpochEvaluator(self, model, history, on_epoch, measure_train=measure_train)
             model.fit(
-                self.train_dataset(batch_size, seed),
+                self.train_dataset(batch_size, seed, shuffle=shuffle),
                 epochs=epochs,
                 steps_per_epoch=steps,
                 callbacks=[evaluator, *callbacks],
@@ -223,7 +235,9 @@ class PreparedData:
         evaluator = EpochEvaluator(
             self, model, history, on_epoch, measure_train=measure_train, parts_stats=run.parts_stats
         )
-        self._fit_shared(run, model, batch_size, epochs, steps, seed, [evaluator, *callbacks])
+        self._fit_shared(
+            run, model, batch_size, epochs, steps, seed, [evaluator, *callbacks], shuffle=shuffle
+        )
         return history
 
     def _fit_shared(
@@ -235,6 +249,8 @@ class PreparedData:
         steps: int,
         seed: int,
         callbacks: list[keras.callbacks.Callback],
+        *,
+        shuffle: bool = True,
     ) -> None:
         """``model.fit``'s epoch loop and callback calls around the shared graphs' epochs."""
         callback_list = keras.callbacks.CallbackList(
@@ -244,7 +260,7 @@ class PreparedData:
         callback_list.on_train_begin()
         for epoch in range(epochs):
             callback_list.on_epoch_begin(epoch)
-            rows = epoch_rows(self.n_train, batch_size, steps, epoch * steps, seed)
+            rows = epoch_rows(self.n_train, batch_size, steps, epoch * steps, seed, shuffle=shuffle)
             callback_list.on_epoch_end(epoch, run.train_epoch(*rows))
             if model.stop_training:
                 break
@@ -310,6 +326,18 @@ class EpochEvaluator(keras.callbacks.Callback):
         n = self._data.splits[split].n
         loss_sum, hits = self._parts_stats(self._data.eval_parts(split))
         return float(loss_sum) / n, (float(hits) / n if self._classify else None)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # The untrained model's losses (one pass per split): a diverged run is judged against
+        # them, since its first epoch may already be absurd.
+        # The training rows only where the epochs measure them too (a running loss cannot be
+        # measured before a step, and a pass over every training row is not free).
+        if self._history.records or self._history.start:
+            return
+        if self._measure_train:
+            self._history.start["train_loss"] = self.measure("train")[0]
+        if "val" in self._data.splits:
+            self._history.start["val_loss"] = self.measure("val")[0]
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch_start = time.perf_counter()

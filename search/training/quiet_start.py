@@ -6,18 +6,28 @@ absl::InitializeLog() is called are written to STDERR", oneDNN's notice, "Could 
 drivers", "failed call to cuInit" (each of the first three twice, once per native library).
 :func:`native_startup_quieted` sends file descriptor 2 to a temporary file meanwhile and then
 writes back every line that is not one of these, so a real error still shows.
+
+It also keeps TensorFlow's "triggered tf.function retracing" warning off the screen: the service
+traces one evaluation function per model by design (a trial, a seed repeat, a test score each
+build a new model), which TensorFlow counts as retracing from the sixth model on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
 import tempfile
 from collections.abc import Iterator
 
-__all__ = ["STARTUP_CHATTER", "is_startup_chatter", "native_startup_quieted"]
+__all__ = [
+    "STARTUP_CHATTER",
+    "ExpectedRetracingFilter",
+    "is_startup_chatter",
+    "native_startup_quieted",
+]
 
 STARTUP_CHATTER = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called"
@@ -45,13 +55,35 @@ def is_startup_chatter(line: str) -> bool:
     return STARTUP_CHATTER.search(line) is not None
 
 
+class ExpectedRetracingFilter(logging.Filter):
+    """Drops TensorFlow's retracing warning, expected where each model traces its own functions.
+
+    Example:
+        >>> record = logging.makeLogRecord({"msg": "5 out of the last 5 calls to <f> triggered "
+        ...     "tf.function retracing. Tracing is expensive"})
+        >>> ExpectedRetracingFilter().filter(record)
+        False
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _filter_expected_retracing() -> None:
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, ExpectedRetracingFilter) for f in logger.filters):
+        logger.addFilter(ExpectedRetracingFilter())
+
+
 @contextlib.contextmanager
 def native_startup_quieted() -> Iterator[None]:
     """Hold back stderr (the file descriptor, C++ included) and drop TensorFlow's start-up lines.
 
     Everything else written meanwhile is written to stderr when the block ends, also when it
     raises. Where file descriptor 2 cannot be redirected (no real stderr), nothing is held.
+    TensorFlow's expected retracing warning is filtered from here on (see the module's note).
     """
+    _filter_expected_retracing()
     try:
         sys.stderr.flush()
         saved = os.dup(2)

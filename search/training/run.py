@@ -103,7 +103,8 @@ def train_params(
     """Build and train one model from ``params`` (also used to re-train the best trial).
 
     ``history`` is filled epoch by epoch, so it holds the records even when a callback (the
-    pruner) interrupts training with an exception.
+    pruner) interrupts training with an exception. ``shuffle = false`` in ``params`` trains on
+    the rows in their stored order every epoch (Keras ``fit(shuffle=False)``).
     """
     dataset = data.dataset
     steps = data.steps_per_epoch(int(params["batch_size"]), spec.training.steps_per_epoch)
@@ -130,6 +131,7 @@ def train_params(
         callbacks=callbacks or [],
         history=history,
         measure_train=measures_train_exactly(spec, dataset),
+        shuffle=bool(params.get("shuffle", True)),
     )
     wall = time.perf_counter() - start
     return TrainingRun(dict(params), seed, history, model.count_params(), wall, model)

@@ -526,26 +526,31 @@ class TrialRun:
 
 
 def epoch_rows(
-    n: int, batch_size: int, steps: int, first_step: int, seed: int
+    n: int, batch_size: int, steps: int, first_step: int, seed: int, *, shuffle: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of ``steps`` batches from step ``first_step`` of a stream of shuffled passes.
+    """Rows of ``steps`` batches from step ``first_step`` of a stream of (shuffled) passes.
 
-    Each pass over the ``n`` rows is a fresh permutation (seeded by ``seed`` and the pass)
-    cut into ``ceil(n / batch_size)`` batches, the last one short, as ``tf.data``'s
-    ``shuffle(...).batch(...).repeat()`` does. A batch of ``n`` or more rows is the whole set,
-    in order. Returns the rows and each batch's start and end in them.
+    Each pass over the ``n`` rows is a fresh permutation (seeded by ``seed`` and the pass), or
+    with ``shuffle=False`` the rows in order, cut into ``ceil(n / batch_size)`` batches, the
+    last one short, as ``tf.data``'s ``shuffle(...).batch(...).repeat()`` does. A batch of
+    ``n`` or more rows is the whole set, in order. Returns the rows and each batch's start and
+    end in them.
 
     Example:
         >>> rows, starts, ends = epoch_rows(5, 2, 3, 0, seed=0)
         >>> sorted(rows.tolist()), starts.tolist(), ends.tolist()
         ([0, 1, 2, 3, 4], [0, 2, 4], [2, 4, 5])
+        >>> rows, starts, ends = epoch_rows(5, 2, 4, 2, seed=0, shuffle=False)
+        >>> [rows[s:e].tolist() for s, e in zip(starts, ends)]
+        [[4], [0, 1], [2, 3], [4]]
     """
     if batch_size >= n:
         return np.arange(n), np.zeros(steps, np.int64), np.full(steps, n, np.int64)
     per_pass = math.ceil(n / batch_size)
     first_pass, last_pass = first_step // per_pass, (first_step + steps - 1) // per_pass
     passes = [
-        np.random.default_rng([seed, p]).permutation(n) for p in range(first_pass, last_pass + 1)
+        np.random.default_rng([seed, p]).permutation(n) if shuffle else np.arange(n)
+        for p in range(first_pass, last_pass + 1)
     ]
     rows = np.concatenate(passes)
     offset = first_pass * per_pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
@@ -29,10 +29,15 @@ UNDERFIT_SHARE = 0.10
 """Underfits: its best training loss is more than this share of the way from the family's best
 training loss on this data back up to the constant predictor's."""
 OVERFIT_RISE = 0.05
-"""Overfits (1/2): the last epoch's validation loss is at least this much above its best."""
+"""Overfits (1/2), unstable (1/2): the last epoch's validation loss is at least this much above
+its best."""
 OVERFIT_GAP = 0.20
-"""Overfits (2/2): the last epoch's gap (validation minus training loss) is at least this share
-of its validation loss."""
+"""Overfits (2/2): since the best epoch, the gap (validation minus training loss) widened by at
+least this share of the last validation loss. The widening, not the gap itself, so that a running
+training loss (dropout on, inflated by a roughly constant amount) reads like an exact one."""
+UNSTABLE_RISE = 0.05
+"""Unstable (2/2): the last epoch's training loss is at least this much above its value at the
+best epoch: training itself went wrong (too large a step), which is no overfitting."""
 NOISE_Z = 2.0
 """Two means differ beyond noise when |a - b| > NOISE_Z * sqrt(sa²/na + sb²/nb)."""
 ILL_CONDITIONED = 100.0
@@ -104,11 +109,27 @@ def regime(
     family_best_train: float,
     constant_train: float,
     exact_train: float | None = None,
+    *,
+    memorize: bool = False,
 ) -> dict[str, Any]:
-    """Underfits, overfits or fits, with the numbers the rule read.
+    """Unstable, overfits, underfits or fits, with the numbers the rule read.
+
+    In a generalize study a model whose validation loss turns up while its training loss keeps
+    falling has the capacity to fit, whatever its training loss: overfitting (and instability)
+    is checked first. A memorize study asks whether the training set is fitted at all, so there
+    underfitting is checked first.
 
     ``exact_train`` (the mean inference-mode training loss of its re-trainings) replaces the
     trial's own training loss when that was Keras' running one (dropout on).
+
+    Example:
+        >>> from optuna.trial import create_trial
+        >>> t = create_trial(value=0.30, user_attrs={
+        ...     "train_loss_best": 0.05, "train_loss_final": 0.05, "best_epoch": 2,
+        ...     "val_loss_best": 0.30, "val_loss_final": 0.45,
+        ...     "train_curve": [0.3, 0.2, 0.1, 0.05], "val_curve": [0.35, 0.3, 0.4, 0.45]})
+        >>> regime(t, family_best_train=0.05, constant_train=0.69)["regime"]
+        'overfits'
     """
     a = trial.user_attrs
     train = a.get("train_loss_best")
@@ -128,40 +149,77 @@ def regime(
         "epochs_run": a.get("epochs_run"),
     }
     scale = constant_train - family_best_train
-    if train is not None and scale > 0:
-        share = (train - family_best_train) / scale
+    share = (train - family_best_train) / scale if train is not None and scale > 0 else None
+    if share is not None:
         out["underfit_share"] = share
-        if share > UNDERFIT_SHARE:
-            out["regime"] = "underfits"
-            out["why"] = (
-                f"{what} {_g(train)} is {share:.0%} of the way from the family's best "
-                f"{_g(family_best_train)} to the constant predictor's {_g(constant_train)} "
-                f"(threshold {UNDERFIT_SHARE:.0%})"
-            )
-            return out
-    if val_best is not None and val_final is not None and train_final is not None:
+    underfit_why = (
+        f"{what} {_g(train)} is {share:.0%} of the way from the family's best "
+        f"{_g(family_best_train)} to the constant predictor's {_g(constant_train)} "
+        f"(threshold {UNDERFIT_SHARE:.0%})"
+        if share is not None
+        else ""
+    )
+    underfits = share is not None and share > UNDERFIT_SHARE
+    if memorize and underfits:
+        return out | {"regime": "underfits", "why": underfit_why}
+    if _numbers(val_best, val_final, train_final):
+        val_best, val_final, train_final = (
+            float(cast(float, v)) for v in (val_best, val_final, train_final)
+        )
+        at_best = _at_best_epoch(a)
         rise = (val_final - val_best) / val_best if val_best > 0 else 0.0
-        gap_share = (val_final - train_final) / val_final if val_final > 0 else 0.0
-        out |= {"val_rise": rise, "gap_share": gap_share}
-        if rise >= OVERFIT_RISE and gap_share >= OVERFIT_GAP:
-            out["regime"] = "overfits"
-            out["why"] = (
-                f"validation loss rose {rise:.0%} after its best epoch {a.get('best_epoch')} "
-                f"(threshold {OVERFIT_RISE:.0%}) and the last gap is {gap_share:.0%} of it "
-                f"(threshold {OVERFIT_GAP:.0%})"
-            )
-            return out
+        out["val_rise"] = rise
+        if at_best is not None:
+            train_at_best, val_at_best = at_best
+            train_rise = (train_final - train_at_best) / train_at_best if train_at_best > 0 else 0.0
+            widening = (val_final - train_final) - (val_at_best - train_at_best)
+            widening_share = widening / val_final if val_final > 0 else 0.0
+            out |= {"train_rise": train_rise, "gap_widening_share": widening_share}
+            if rise >= OVERFIT_RISE and train_rise >= UNSTABLE_RISE:
+                out["regime"] = "unstable"
+                out["why"] = (
+                    f"after its best epoch {a.get('best_epoch')} its training loss rose too, "
+                    f"{train_rise:.0%} (threshold {UNSTABLE_RISE:.0%}), with the validation loss "
+                    f"{rise:.0%}: the optimizer diverges (a smaller learning rate or batch "
+                    "normalization), which is no overfitting"
+                )
+                return out
+            if rise >= OVERFIT_RISE and widening_share >= OVERFIT_GAP:
+                out["regime"] = "overfits"
+                out["why"] = (
+                    f"validation loss rose {rise:.0%} after its best epoch {a.get('best_epoch')} "
+                    f"(threshold {OVERFIT_RISE:.0%}) while the training loss did not, and the gap "
+                    f"widened by {widening_share:.0%} of it (threshold {OVERFIT_GAP:.0%})"
+                )
+                return out
+    if underfits:
+        return out | {"regime": "underfits", "why": underfit_why}
     out["regime"] = "fits"
     parts = []
     if "underfit_share" in out:
         parts.append(f"{what} {_g(train)} is {out['underfit_share']:.0%} of the way up")
-    if "val_rise" in out:
+    if "gap_widening_share" in out:
         parts.append(
-            f"its validation loss ends {out['val_rise']:.0%} above its best with a last gap of "
-            f"{out['gap_share']:.0%}"
+            f"its validation loss ends {out['val_rise']:.0%} above its best, the gap widened by "
+            f"{out['gap_widening_share']:.0%} of it"
         )
     out["why"] = "; ".join(parts) or "no rule applies"
     return out
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+
+
+def _at_best_epoch(attrs: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The training and validation loss at the best epoch, from the stored curves."""
+    train, val, best = attrs.get("train_curve"), attrs.get("val_curve"), attrs.get("best_epoch")
+    if not isinstance(best, int) or not isinstance(train, list) or not isinstance(val, list):
+        return None
+    if not (0 < best <= min(len(train), len(val))):
+        return None
+    pair = train[best - 1], val[best - 1]
+    return (float(pair[0]), float(pair[1])) if _numbers(*pair) else None
 
 
 def ordered(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,14 +306,18 @@ def compute_verdict(
     done = sum(1 for job in plan.jobs if job_values(found, job.key) is not None)
 
     # Regimes: the best trial and every baseline, from their search runs.
+    memorize = spec.objective == "memorize"
     best = plan.best.trial
     regimes = [
-        {"label": "best", **regime(best, family_best, constant_train, exact.get(best.number))}
+        {
+            "label": "best",
+            **regime(best, family_best, constant_train, exact.get(best.number), memorize=memorize),
+        }
     ]
     for t in sorted(finished, key=lambda t: t.number):
         if "baseline" in t.user_attrs:
             label = f"baseline {t.user_attrs['baseline']}"
-            row = regime(t, family_best, constant_train, exact.get(t.number))
+            row = regime(t, family_best, constant_train, exact.get(t.number), memorize=memorize)
             regimes.append({"label": label, **row})
 
     # Is the winner real? Repeats of the top k and the best baseline.
@@ -330,6 +392,7 @@ def compute_verdict(
             "underfit_share": UNDERFIT_SHARE,
             "overfit_rise": OVERFIT_RISE,
             "overfit_gap": OVERFIT_GAP,
+            "unstable_rise": UNSTABLE_RISE,
             "noise_z": NOISE_Z,
             "memorize_threshold": capacity["memorize_threshold"],
         },
@@ -496,7 +559,8 @@ def sentences(v: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     monitor = v["monitor"]
     for r in v["regimes"]:
-        out.append(f"The {r['label']} (trial {r['trial']}) {r['regime']}: {r['why']}.")
+        verb = "trains unstably" if r["regime"] == "unstable" else r["regime"]
+        out.append(f"The {r['label']} (trial {r['trial']}) {verb}: {r['why']}.")
     cap = v["capacity"]
     if cap.get("generalize"):
         g = cap["generalize"]

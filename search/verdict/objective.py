@@ -16,7 +16,7 @@ import optuna
 
 from search.engine.objective import Objective
 from search.errors import VerdictError
-from search.training.prepared import PreparedData
+from search.training.prepared import History, PreparedData
 from search.verdict.jobs import JOB_ATTR
 
 if TYPE_CHECKING:
@@ -89,9 +89,11 @@ class JobObjective(Objective):
         """The job's seed, not the trial number's."""
         return int(trial.user_attrs["seed"])
 
-    def _callbacks(self, trial: optuna.Trial, *, prune: bool) -> list[keras.callbacks.Callback]:
+    def _callbacks(
+        self, trial: optuna.Trial, history: History, *, prune: bool
+    ) -> list[keras.callbacks.Callback]:
         """A re-training is never pruned: every seed runs its whole curve."""
-        return super()._callbacks(trial, prune=False)
+        return super()._callbacks(trial, history, prune=False)
 
     def _record_reference(self, trial: optuna.Trial, run: TrainingRun) -> None:
         """Also the exact training loss at the end (inference mode: no dropout, no penalty).

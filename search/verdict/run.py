@@ -163,9 +163,12 @@ def run_verdict_worker(
         sampler=optuna.samplers.RandomSampler(seed=0),
         pruner=optuna.pruners.NopPruner(),
     )
-    from search.distributed.devices import configure_tensorflow
+    from search.training.quiet_start import native_startup_quieted
 
-    configure_tensorflow()
+    with native_startup_quieted():  # TensorFlow's native start-up lines held back
+        from search.distributed.devices import configure_tensorflow
+
+        configure_tensorflow()
     _run_jobs(opened, companion, dataset, echo, worker)
 
 

@@ -203,9 +203,9 @@ def running_train_loss(study: optuna.Study) -> bool:
 
 
 GAP_NOTE = (
-    "train_loss is Keras' running training loss (dropout on, mean over the epoch's batches), "
-    "so gap = val_loss - train_loss can be negative; memorize studies measure it in "
-    "inference mode"
+    "run_train_loss is Keras' running training loss (dropout on, mean over the epoch's batches), "
+    "so run_gap = val_loss - run_train_loss can be negative; memorize studies measure the "
+    "training loss in inference mode"
 )
 """The note printed under a comparison whose training losses are running ones."""
 

@@ -100,8 +100,10 @@ def thresholds_line(verdict: Mapping[str, Any]) -> str:
     return (
         f"Rules: underfits when the training loss is > {t.get('underfit_share', 0):.0%} of the way "
         "from the family's best back to the constant predictor's; overfits when the validation "
-        f"loss ends ≥ {t.get('overfit_rise', 0):.0%} above its best and the last gap is ≥ "
-        f"{t.get('overfit_gap', 0):.0%} of it; two means differ when the gap exceeds "
+        f"loss ends ≥ {t.get('overfit_rise', 0):.0%} above its best and the gap widened since "
+        f"then by ≥ {t.get('overfit_gap', 0):.0%} of it; unstable when the training loss also "
+        f"ends ≥ {t.get('unstable_rise', 0):.0%} above its value at the best epoch; two means "
+        "differ when the gap exceeds "
         f"{t.get('noise_z', 0):g} standard errors (seeds); memorized at training loss ≤ "
         f"{t.get('memorize_threshold', 0):.3g}."
     )
