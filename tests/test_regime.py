@@ -77,3 +77,14 @@ def test_a_memorize_study_reads_a_high_training_loss_first() -> None:
     out = regime(t, family_best_train=1e-8, constant_train=0.09, memorize=True)
     assert out["regime"] == "underfits"
     assert regime(t, family_best_train=1e-8, constant_train=0.09)["regime"] == "overfits"
+
+
+def test_a_memorizing_model_overfits_from_its_best_validation_epoch() -> None:
+    # A memorize study's best epoch is its training loss's (the last here); "rises after its
+    # best epoch" reads the validation curve's own best, epoch 2.
+    t = _trial([0.5, 0.1, 0.01, 1e-4], [0.45, 0.40, 0.60, 0.99])
+    assert t.user_attrs["best_epoch"] == 2  # _trial marks the validation best
+    t.user_attrs["best_epoch"] = 4
+    out = regime(t, family_best_train=1e-4, constant_train=0.69, memorize=True)
+    assert out["regime"] == "overfits"
+    assert "best epoch 2" in out["why"]

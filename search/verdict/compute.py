@@ -170,7 +170,7 @@ def regime(
         rise = (val_final - val_best) / val_best if val_best > 0 else 0.0
         out["val_rise"] = rise
         if at_best is not None:
-            train_at_best, val_at_best = at_best
+            best_val_epoch, train_at_best, val_at_best = at_best
             train_rise = (train_final - train_at_best) / train_at_best if train_at_best > 0 else 0.0
             widening = (val_final - train_final) - (val_at_best - train_at_best)
             widening_share = widening / val_final if val_final > 0 else 0.0
@@ -178,7 +178,7 @@ def regime(
             if rise >= OVERFIT_RISE and train_rise >= UNSTABLE_RISE:
                 out["regime"] = "unstable"
                 out["why"] = (
-                    f"after its best epoch {a.get('best_epoch')} its training loss rose too, "
+                    f"after its best validation epoch {best_val_epoch} its training loss rose too, "
                     f"{train_rise:.0%} (threshold {UNSTABLE_RISE:.0%}), with the validation loss "
                     f"{rise:.0%}: the optimizer diverges (a smaller learning rate or batch "
                     "normalization), which is no overfitting"
@@ -187,7 +187,7 @@ def regime(
             if rise >= OVERFIT_RISE and widening_share >= OVERFIT_GAP:
                 out["regime"] = "overfits"
                 out["why"] = (
-                    f"validation loss rose {rise:.0%} after its best epoch {a.get('best_epoch')} "
+                    f"validation loss rose {rise:.0%} after its best epoch {best_val_epoch} "
                     f"(threshold {OVERFIT_RISE:.0%}) while the training loss did not, and the gap "
                     f"widened by {widening_share:.0%} of it (threshold {OVERFIT_GAP:.0%})"
                 )
@@ -211,15 +211,20 @@ def _numbers(*values: Any) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
 
 
-def _at_best_epoch(attrs: Mapping[str, Any]) -> tuple[float, float] | None:
-    """The training and validation loss at the best epoch, from the stored curves."""
-    train, val, best = attrs.get("train_curve"), attrs.get("val_curve"), attrs.get("best_epoch")
-    if not isinstance(best, int) or not isinstance(train, list) or not isinstance(val, list):
+def _at_best_epoch(attrs: Mapping[str, Any]) -> tuple[int, float, float] | None:
+    """The best validation epoch (1-based) and the training and validation loss there.
+
+    The validation curve's own best, also in memorize studies (whose ``best_epoch`` is the
+    training loss's): "rises after its best epoch" reads the validation loss.
+    """
+    train, val = attrs.get("train_curve"), attrs.get("val_curve")
+    if not isinstance(train, list) or not isinstance(val, list):
         return None
-    if not (0 < best <= min(len(train), len(val))):
+    epochs = [i for i in range(min(len(train), len(val))) if _numbers(train[i], val[i])]
+    if not epochs:
         return None
-    pair = train[best - 1], val[best - 1]
-    return (float(pair[0]), float(pair[1])) if _numbers(*pair) else None
+    best = min(epochs, key=lambda i: float(val[i]))
+    return best + 1, float(train[best]), float(val[best])
 
 
 def ordered(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.console import Echo
 from search.engine.study import best_trial, is_multi_objective
+from search.spec.family import layer_widths
 
 if TYPE_CHECKING:
     import optuna
@@ -31,16 +32,32 @@ _SHORT = {
 def format_params(params: Mapping[str, Any]) -> str:
     """``layers=2 units=16 l2=0 dropout=0.5 batch=512 lr=0.001 opt=rmsprop``.
 
+    A ``free`` shape's widths (``units_1`` ...) are shown as the ``units`` they replace.
+
     Example:
         >>> format_params({"layers": 2, "l2": 0.0, "learning_rate": 0.00123})
         'layers=2 l2=0 lr=0.00123'
+        >>> format_params({"layers": 2, "units": 63, "shape": "free", "units_1": 10, "units_2": 5})
+        'layers=2 units=10-5 shape=free'
     """
+    free = _free_widths(params)
     parts = []
     for key, value in params.items():
-        if key.startswith("use_"):
+        if key.startswith("use_") or (free and key.startswith("units_")):
             continue
-        parts.append(f"{_SHORT.get(key, key)}={_number(value)}")
+        shown = free if key == "units" and free else _number(value)
+        parts.append(f"{_SHORT.get(key, key)}={shown}")
     return " ".join(parts)
+
+
+def _free_widths(params: Mapping[str, Any]) -> str:
+    """``"10-5"`` for a ``free`` shape's sampled widths, else ``""``."""
+    if params.get("shape") != "free" or "layers" not in params:
+        return ""
+    try:
+        return "-".join(str(w) for w in layer_widths(params))
+    except (ValueError, TypeError):  # widths missing: show the parameters as they are
+        return ""
 
 
 def trial_params(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
