@@ -119,8 +119,9 @@ def regime(
     is checked first. A memorize study asks whether the training set is fitted at all, so there
     underfitting is checked first.
 
-    ``exact_train`` (the mean inference-mode training loss of its re-trainings) replaces the
-    trial's own training loss when that was Keras' running one (dropout on).
+    ``exact_train`` (the mean inference-mode training loss of its seed re-trainings) replaces the
+    trial's own training loss where there is one: it is not a single run, and not Keras' running
+    loss (dropout on).
 
     Example:
         >>> from optuna.trial import create_trial
@@ -136,7 +137,7 @@ def regime(
     what = "training loss"
     if a.get("train_loss_kind") == "running":
         what = "running training loss (dropout on)"
-    if a.get("train_loss_kind") == "running" and exact_train is not None:
+    if exact_train is not None:  # seeds, not its single search run (also a lucky or unlucky one)
         train, what = exact_train, "training loss (inference mode, mean of its re-trainings)"
     val_best, val_final = a.get("val_loss_best"), a.get("val_loss_final")
     train_final = a.get("train_loss_final")

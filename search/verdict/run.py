@@ -163,13 +163,19 @@ def run_verdict_worker(
         sampler=optuna.samplers.RandomSampler(seed=0),
         pruner=optuna.pruners.NopPruner(),
     )
+    _start_tensorflow()
+    _run_jobs(opened, companion, dataset, echo, worker)
+
+
+def _start_tensorflow() -> None:
+    """Import TensorFlow and set up its devices as a worker does, its start-up lines held back
+    (a second call changes nothing)."""
     from search.training.quiet_start import native_startup_quieted
 
-    with native_startup_quieted():  # TensorFlow's native start-up lines held back
+    with native_startup_quieted():
         from search.distributed.devices import configure_tensorflow
 
         configure_tensorflow()
-    _run_jobs(opened, companion, dataset, echo, worker)
 
 
 def _worker_argv(spec: StudySpec, options: SearchOptions) -> Any:
@@ -279,8 +285,11 @@ def give_verdict(
             if workers > 1:
                 launch_workers(workers, _worker_argv(opened.spec, options), opened.url, echo)
             else:
+                _start_tensorflow()
                 _run_jobs(opened, companion, dataset, echo)
     best = ranked_trials(opened.study)[0]
+    if train:
+        _start_tensorflow()  # the test scores train here
     tests = _stored_tests(opened, companion, dataset, best, echo) if train else None
     if tests is None:
         stored = companion.user_attrs.get(TEST_ATTR)

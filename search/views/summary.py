@@ -32,7 +32,8 @@ _SHORT = {
 def format_params(params: Mapping[str, Any]) -> str:
     """``layers=2 units=16 l2=0 dropout=0.5 batch=512 lr=0.001 opt=rmsprop``.
 
-    A ``free`` shape's widths (``units_1`` ...) are shown as the ``units`` they replace.
+    Widths given per layer (``units_1`` ...: a ``free`` shape, a baseline's list) are shown as the
+    ``units`` they replace.
 
     Example:
         >>> format_params({"layers": 2, "l2": 0.0, "learning_rate": 0.00123})
@@ -51,8 +52,8 @@ def format_params(params: Mapping[str, Any]) -> str:
 
 
 def _free_widths(params: Mapping[str, Any]) -> str:
-    """``"10-5"`` for a ``free`` shape's sampled widths, else ``""``."""
-    if params.get("shape") != "free" or "layers" not in params:
+    """``"10-5"`` for widths given per layer (a ``free`` shape, a baseline's list), else ``""``."""
+    if "layers" not in params or "units_1" not in params:
         return ""
     try:
         return "-".join(str(w) for w in layer_widths(params))
