@@ -281,6 +281,8 @@ def test_a_seed_fluke_is_reported_within_noise(tmp_path: Path, shared_data: Path
     text = capsearch("verdict", str(path), "--storage", url, "--no-train")
     assert text.returncode == 0, text.stderr
     assert "within noise" in text.stdout and "mean ± std" in text.stdout
+    stored = optuna.load_study(study_name=companion_name("fluke"), storage=url).user_attrs
+    assert stored["verdict"]["wall_seconds"] == verdict["wall_seconds"]  # the training run's
 
 
 def test_no_finished_trial_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -300,6 +300,8 @@ def compute_verdict(
         if isinstance(t.user_attrs.get("train_loss_best"), (int, float))
     ]
     exact = _exact_train_losses(plan, found)
+    if spec.objective == "memorize":  # its value is the best-epoch training loss: the repeats'
+        exact = _repeat_means(plan, found)
     comparable = [
         v
         for t in finished
@@ -440,6 +442,16 @@ def _exact_train_losses(plan: Plan, found: Mapping[str, list[FrozenTrial]]) -> d
                 values.append(float(value))
         if values:
             out[group.trial.number] = statistics.fmean(values)
+    return out
+
+
+def _repeat_means(plan: Plan, found: Mapping[str, list[FrozenTrial]]) -> dict[int, float]:
+    """Per source trial, the mean over its full-data seed repeats of the study's value."""
+    out: dict[int, float] = {}
+    for group in [*plan.top, *([plan.baseline] if plan.baseline else [])]:
+        mean = summarize_group(group, found).get("mean")
+        if isinstance(mean, (int, float)):
+            out[group.trial.number] = float(mean)
     return out
 
 

@@ -306,6 +306,10 @@ def give_verdict(
     )
     verdict["wall_seconds"] = round(time.perf_counter() - start, 1)
     verdict["workers"] = workers
+    earlier = companion.user_attrs.get(VERDICT_ATTR)
+    if not train and isinstance(earlier, Mapping) and "wall_seconds" in earlier:
+        # Read from what is stored: the time is still that of the run that trained.
+        verdict["wall_seconds"], verdict["workers"] = earlier["wall_seconds"], earlier["workers"]
     companion.set_user_attr(VERDICT_ATTR, verdict)
     update_study_note(opened.study, opened.spec, echo)
     return verdict
