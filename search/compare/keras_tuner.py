@@ -275,7 +275,9 @@ def _weights_only_loads() -> Iterator[None]:
     models, whose optimizers have no state yet; Keras warns about it each time. Each trial's
     new model traces its own ``fit`` functions, which TensorFlow warns about as retracing from
     the sixth on: both are expected here."""
-    quiet = _NoRetracingWarning()
+    from search.training.quiet_start import ExpectedRetracingFilter
+
+    quiet = ExpectedRetracingFilter()
     tf_logger = logging.getLogger("tensorflow")
     tf_logger.addFilter(quiet)
     try:
@@ -284,11 +286,6 @@ def _weights_only_loads() -> Iterator[None]:
             yield
     finally:
         tf_logger.removeFilter(quiet)
-
-
-class _NoRetracingWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "triggered tf.function retracing" not in record.getMessage()
 
 
 def _deadline_tuner(base: type, deadline: float | None) -> type:

@@ -100,7 +100,7 @@ class Objective:
             if self.spec.multi_objective:
                 return value, float(trial.user_attrs["param_count"])
             return value
-        history = History()
+        history = History(start_of=self.monitor)  # the divergence guard reads its start
         callbacks = self._callbacks(trial, history, prune=not is_baseline)
         try:
             run = self.train(trial, seed=seed, callbacks=callbacks, history=history)

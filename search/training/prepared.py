@@ -61,11 +61,13 @@ class EpochRecord:
 class History:
     """Per-epoch records of one training run.
 
-    ``start`` holds the losses before the first step (``train_loss``, ``val_loss``, in inference
-    mode, as the epochs measure them): what "far above its start" compares with.
+    ``start_of`` names the loss (``train_loss`` or ``val_loss``) to measure once before the first
+    step, in inference mode as the epochs measure it; ``start`` holds it: what "far above its
+    start" compares with. None (the default) measures nothing extra.
     """
 
     records: list[EpochRecord] = field(default_factory=list)
+    start_of: str | None = None
     start: dict[str, float] = field(default_factory=dict)
 
     def curve(self, name: str) -> list[float | None]:
@@ -328,16 +330,13 @@ class EpochEvaluator(keras.callbacks.Callback):
         return float(loss_sum) / n, (float(hits) / n if self._classify else None)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        # The untrained model's losses (one pass per split): a diverged run is judged against
-        # them, since its first epoch may already be absurd.
-        # The training rows only where the epochs measure them too (a running loss cannot be
-        # measured before a step, and a pass over every training row is not free).
-        if self._history.records or self._history.start:
+        # The untrained model's loss, where asked (one pass over one split): a diverged run is
+        # judged against it, since its first epoch may already be absurd.
+        wanted = self._history.start_of
+        split = {"train_loss": "train", "val_loss": "val"}.get(wanted or "")
+        if split not in self._data.splits or self._history.records or self._history.start:
             return
-        if self._measure_train:
-            self._history.start["train_loss"] = self.measure("train")[0]
-        if "val" in self._data.splits:
-            self._history.start["val_loss"] = self.measure("val")[0]
+        self._history.start[str(wanted)] = self.measure(split)[0]
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch_start = time.perf_counter()

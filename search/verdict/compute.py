@@ -430,10 +430,15 @@ def compute_verdict(
     return out
 
 
+def _repeated_groups(plan: Plan) -> list[Group]:
+    """The configurations re-trained on all rows with every seed: the top k and the baseline."""
+    return [*plan.top, *([plan.baseline] if plan.baseline else [])]
+
+
 def _exact_train_losses(plan: Plan, found: Mapping[str, list[FrozenTrial]]) -> dict[int, float]:
     """Per source trial, the mean inference-mode training loss of its full-data repeats."""
     out: dict[int, float] = {}
-    for group in [*plan.top, *([plan.baseline] if plan.baseline else [])]:
+    for group in _repeated_groups(plan):
         values = []
         for key in group.keys:
             trial = job_values(found, key)
@@ -448,7 +453,7 @@ def _exact_train_losses(plan: Plan, found: Mapping[str, list[FrozenTrial]]) -> d
 def _repeat_means(plan: Plan, found: Mapping[str, list[FrozenTrial]]) -> dict[int, float]:
     """Per source trial, the mean over its full-data seed repeats of the study's value."""
     out: dict[int, float] = {}
-    for group in [*plan.top, *([plan.baseline] if plan.baseline else [])]:
+    for group in _repeated_groups(plan):
         mean = summarize_group(group, found).get("mean")
         if isinstance(mean, (int, float)):
             out[group.trial.number] = float(mean)
