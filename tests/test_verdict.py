@@ -363,3 +363,129 @@ def test_two_workers_run_every_job_to_the_end(tmp_path: Path) -> None:
     # The worker processes hold TensorFlow's start-up lines back, as the search's workers do.
     shown = result.stdout + result.stderr
     assert "absl::InitializeLog" not in shown and "cuInit" not in shown, shown
+
+
+# The study file's first baseline is the reference; one that cannot learn in 3 epochs (a
+# learning rate of 1e-5) must come out worse than it beyond the seed noise.
+BASELINES = """
+description = "three baselines, each re-trained with the seeds"
+objective = "generalize"
+trials = 4
+
+[data]
+source = "pima"
+validation_fraction = 0.2
+seed = 0
+
+[training]
+epochs = 3
+seed = 0
+
+[space]
+layers = 1
+units = { low = 4, high = 16 }
+l2 = 0.0
+dropout = 0.0
+batch_size = 64
+learning_rate = { low = 1e-5, high = 1e-2, log = true }
+
+[pruner]
+name = "none"
+
+[[baselines]]
+name = "reference"
+units = 8
+learning_rate = 0.01
+
+[[baselines]]
+name = "wider"
+units = 16
+learning_rate = 0.01
+
+[[baselines]]
+name = "frozen"
+units = 8
+learning_rate = 1e-5
+
+[verdict]
+seeds = 3
+top_k = 1
+fractions = [1.0]
+"""
+
+
+def test_every_baseline_is_re_trained_and_compared_with_the_first(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    from search.spec.studyfile import VerdictSpec
+    from search.verdict import give_verdict
+    from search.verdict.compute import compare
+    from search.verdict.jobs import plan_jobs
+
+    path, url = searched(tmp_path, "baselines", BASELINES)
+    spec = load_study(path)
+    verdict = give_verdict(spec, SearchOptions(storage=url), echo=lambda _: None)
+    assert verdict["complete"]
+    study = trials_of(url, "baselines")
+    names = {t.number: t.user_attrs["baseline"] for t in study if "baseline" in t.user_attrs}
+    assert sorted(names.values()) == ["frozen", "reference", "wider"]
+    jobs = trials_of(url, companion_name("baselines"))
+    for number in names:  # each baseline's configuration, once per seed, at all rows
+        repeated = [
+            t
+            for t in jobs
+            if t.user_attrs["source_trial"] == number
+            and t.user_attrs["fraction"] == 1.0
+            and {"baseline", "best"} & set(t.user_attrs["roles"])
+        ]
+        assert len({t.user_attrs["seed"] for t in repeated}) == 3, names[number]
+
+    def stored(number: int) -> dict[str, Any]:
+        values = [
+            t.values[0]
+            for t in jobs
+            if t.user_attrs["source_trial"] == number and t.user_attrs["fraction"] == 1.0
+        ]
+        mean = statistics.fmean(values)
+        return {"mean": mean, "std": statistics.stdev(values), "n": len(values)}
+
+    reference = min(names)  # the study file's first baseline: the first enqueued trial
+    section = verdict["baselines"]
+    assert section["reference_name"] == "baseline reference"
+    by_name = {c["name"]: c for c in section["comparisons"]}
+    assert set(by_name) == {"baseline wider", "baseline frozen"}
+    for number, name in names.items():
+        if number == reference:
+            continue
+        expected = compare(stored(reference), stored(number))
+        row = by_name[f"baseline {name}"]
+        assert row["difference"] == pytest.approx(expected["difference"])
+        assert row["noise"] == pytest.approx(expected["noise"])
+    assert by_name["baseline frozen"]["decision"] == "worse"
+    assert any(s.startswith("Against the baseline reference") for s in verdict["sentences"])
+    # Every baseline's regime reads its repeats: each one has a regime row.
+    assert {r["label"] for r in verdict["regimes"]} >= {f"baseline {n}" for n in names.values()}
+
+    # baselines = "best": only the best baseline is re-trained with the seeds.
+    optuna_study = optuna.load_study(study_name="baselines", storage=url)
+    plan = plan_jobs(optuna_study, spec, VerdictSpec(seeds=3, top_k=1, baselines="best"))
+    assert len(plan.baselines) == 1 and plan.baselines[0] is plan.baseline
+    assert "frozen" not in plan.baseline.label
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('baselines = "some"', 'write "all"'),
+        ("seeds = 1", "must be >= 2"),
+        ("fractions = [0, 1]", "fractions in (0, 1]"),
+    ],
+)
+def test_a_bad_verdict_table_is_one_line(tmp_path: Path, line: str, message: str) -> None:
+    text = BASELINES.replace("[verdict]\n", f"[verdict]\n{line}\n").replace("seeds = 3\n", "")
+    if line.startswith("fractions"):
+        text = text.replace("fractions = [1.0]\n", "")
+    path = write_study(tmp_path, "bad_verdict", text)
+    result = capsearch("validate", str(path))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr

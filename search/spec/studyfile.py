@@ -186,6 +186,7 @@ class VerdictSpec:
     fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
     fraction_seeds: int = 1
     memorize_threshold: float | None = None
+    baselines: str = "all"  # "all": every baseline re-trained with the seeds; "best": the best one
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(vars(self)) | {"fractions": list(self.fractions)}
@@ -536,13 +537,20 @@ class _Validator:
         )
 
     def verdict(self, raw: Any) -> VerdictSpec | None:
-        """``[verdict]``: seeds, top_k, fractions, fraction_seeds, memorize_threshold."""
+        """``[verdict]``: seeds, top_k, fractions, fraction_seeds, memorize_threshold, baselines."""
         if raw is None:
             return None
         if not isinstance(raw, Mapping):
             raise self.fail("verdict", f"expected a table, got {raw!r}; add a [verdict] section.")
         raw = dict(raw)
-        allowed = {"seeds", "top_k", "fractions", "fraction_seeds", "memorize_threshold"}
+        allowed = {
+            "seeds",
+            "top_k",
+            "fractions",
+            "fraction_seeds",
+            "memorize_threshold",
+            "baselines",
+        }
         self.unknown(raw, allowed, "verdict")
         seeds = self.positive(raw, "seeds", 5, "verdict.seeds") or 5
         if seeds < 2:
@@ -561,12 +569,20 @@ class _Validator:
         threshold = self.typed(raw, "memorize_threshold", float, None, "verdict.memorize_threshold")
         if threshold is not None and threshold <= 0:
             raise self.fail("verdict.memorize_threshold", f"must be > 0, got {threshold}.")
+        baselines = raw.get("baselines", "all")
+        if baselines not in ("all", "best"):
+            raise self.fail(
+                "verdict.baselines",
+                f'got {baselines!r}; write "all" (every baseline re-trained with the seeds) '
+                'or "best" (only the best one).',
+            )
         return VerdictSpec(
             seeds=seeds,
             top_k=self.positive(raw, "top_k", 5, "verdict.top_k") or 5,
             fractions=tuple(sorted({float(f) for f in fractions})),
             fraction_seeds=self.positive(raw, "fraction_seeds", 1, "verdict.fraction_seeds") or 1,
             memorize_threshold=threshold,
+            baselines=baselines,
         )
 
     def multi_objective(self, raw: dict[str, Any]) -> bool:

@@ -328,24 +328,27 @@ def compute_verdict(
             row = regime(t, family_best, constant_train, exact.get(t.number), memorize=memorize)
             regimes.append({"label": label, **row})
 
-    # Is the winner real? Repeats of the top k and the best baseline.
-    groups = list(plan.top)
-    if plan.baseline is not None and all(plan.baseline.keys != g.keys for g in groups):
-        groups.append(plan.baseline)
+    # Is the winner real? Repeats of the top k and the baselines.
+    groups = _repeated_groups(plan)
     repeats = [summarize_group(g, found) for g in groups]
+    rep_of = {id(g): r for g, r in zip(groups, repeats, strict=True)}
     best_rep = repeats[0]
+    baseline_reps = [_rep_for(g, groups, rep_of) for g in plan.baselines]
     base_rep = None
-    if plan.baseline is not None:
-        base_rep = next(
-            r for g, r in zip(groups, repeats, strict=True) if g.keys == plan.baseline.keys
-        )
+    if baseline_reps:
+        # The best baseline by its mean over seeds; by its search run until one is measured.
+        measured_bases = [r for r in baseline_reps if r["mean"] is not None]
+        if measured_bases:
+            base_rep = min(measured_bases, key=lambda r: (r["mean"], r["trial"]))
+        elif plan.baseline is not None:
+            base_rep = _rep_for(plan.baseline, groups, rep_of)
     measured = [r for r in repeats if r["mean"] is not None]
     ranking = sorted(measured, key=lambda r: (r["mean"], r["trial"]))
     winner: dict[str, Any] = {
         "ranking": [r["label"] for r in ranking],
         "best_label": best_rep["label"],
         "baseline_label": base_rep["label"] if base_rep else None,
-        "baseline_name": plan.baseline.label if plan.baseline else None,
+        "baseline_name": _baseline_name(finished, base_rep) if base_rep else None,
     }
     if len(ranking) > 1:
         first_two = compare(ranking[0], ranking[1])
@@ -386,6 +389,31 @@ def compute_verdict(
             }
         )
 
+    # Each baseline against the study file's first one (the user's own network, as a rule).
+    baselines: dict[str, Any] = {"reference": None, "reference_name": None, "comparisons": []}
+    if baseline_reps:
+        reference = baseline_reps[0]
+        baselines["reference"] = reference["label"]
+        baselines["reference_name"] = _short(_baseline_name(finished, reference))
+        for other in baseline_reps[1:]:
+            effect = compare(reference, other)
+            decision = {"a lower": "worse", "b lower": "better"}.get(
+                effect["decision"], effect["decision"]
+            )
+            baselines["comparisons"].append(
+                {
+                    "label": other["label"],
+                    "name": _short(_baseline_name(finished, other)),
+                    "trial": other["trial"],
+                    "mean": other["mean"],
+                    "std": other["std"],
+                    "n": other["n"],
+                    "difference": effect["difference"],
+                    "noise": effect["noise"],
+                    "decision": decision,
+                }
+            )
+
     capacity = _capacity(spec, plan, completed, best_rep, constant_train, memorize_threshold)
     data_size = _data_size(spec, plan, found, dataset)
     out: dict[str, Any] = {
@@ -410,6 +438,7 @@ def compute_verdict(
         "capacity": capacity,
         "repeats": repeats,
         "winner": winner,
+        "baselines": baselines,
         "regularization": regularization,
         "data_size": data_size,
         "test": dict(test) if test else None,
@@ -431,8 +460,27 @@ def compute_verdict(
 
 
 def _repeated_groups(plan: Plan) -> list[Group]:
-    """The configurations re-trained on all rows with every seed: the top k and the baseline."""
-    return [*plan.top, *([plan.baseline] if plan.baseline else [])]
+    """The configurations re-trained on all rows with every seed: the top k, then the baselines
+    that are not among them (a baseline in the top k is one group, labelled by its rank)."""
+    groups = list(plan.top)
+    for group in [*plan.baselines, *([plan.baseline] if plan.baseline else [])]:
+        if all(group.keys != g.keys for g in groups):
+            groups.append(group)
+    return groups
+
+
+def _rep_for(
+    group: Group, groups: Sequence[Group], rep_of: Mapping[int, dict[str, Any]]
+) -> dict[str, Any]:
+    """The repeat summary of ``group``: that of the repeated group with the same jobs."""
+    return rep_of[id(next(g for g in groups if g.keys == group.keys))]
+
+
+def _baseline_name(finished: Sequence[FrozenTrial], rep: Mapping[str, Any]) -> str:
+    """``baseline <name> (trial n)`` for a repeat row, also one labelled by its rank."""
+    trial = next(t for t in finished if t.number == rep["trial"])
+    name = trial.user_attrs.get("baseline")
+    return f"baseline {name} (trial {trial.number})" if name is not None else rep["label"]
 
 
 def _exact_train_losses(plan: Plan, found: Mapping[str, list[FrozenTrial]]) -> dict[int, float]:
@@ -577,6 +625,11 @@ def _pm(summary: Mapping[str, Any]) -> str:
     return f"{summary['mean']:.4g}{spread} ({summary['n']} seeds)"
 
 
+def _short(label: str) -> str:
+    """A repeat row's label without its trial: ``baseline l2 (trial 3)`` -> ``baseline l2``."""
+    return label.split(" (")[0]
+
+
 def sentences(v: Mapping[str, Any]) -> list[str]:
     """The verdict in a few sentences, each with its numbers."""
     out: list[str] = []
@@ -655,6 +708,24 @@ def sentences(v: Mapping[str, Any]) -> list[str]:
                 )
             else:
                 out.append(f"Ranked by mean over seeds, {first} is first beyond the noise.")
+    b = v.get("baselines") or {}
+    if b.get("comparisons") and rep[b["reference"]]["mean"] is not None:
+        parts = []
+        for c in b["comparisons"]:
+            if c["decision"] == "not measured":
+                parts.append(f"{c['name']} not measured yet")
+                continue
+            what = {
+                "better": f"better by {-c['difference']:.3g}",
+                "worse": f"worse by {c['difference']:.3g}",
+                "within noise": f"within noise ({c['difference']:+.3g})",
+            }[c["decision"]]
+            parts.append(f"{c['name']} {_pm(c)}, {what} (noise {c['noise']:.2g})")
+        reference = rep[b["reference"]]
+        out.append(
+            f"Against the {b['reference_name']}, {_pm(reference)} of {monitor} over seeds, "
+            "the other baselines: " + "; ".join(parts) + "."
+        )
     for r in v["regularization"]:
         text = (
             f"{r['regularizer']} ({r['value']:.3g}): without it {monitor} is "

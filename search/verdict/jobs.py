@@ -1,12 +1,13 @@
 """The re-trainings of a verdict, planned as trials of a companion study.
 
 A verdict re-trains configurations of a finished study: the best trial, the next ones (top
-``k``) and the best baseline with several seeds; the best with each regularizer it uses switched
-off; the best on fractions of the training rows. Each re-training is a :class:`Job` and becomes
-one trial of the companion study (:func:`search.views.verdict_view.companion_name`, same
-storage): its configuration, seed and data fraction are the trial's fixed parameters, its key
-and roles are user attributes. Jobs are enqueued once; planning again enqueues only what is
-missing (a job whose trials all failed included), which is how a stopped verdict resumes.
+``k``) and every baseline (or only the best one) with several seeds; the best with each
+regularizer it uses switched off; the best on fractions of the training rows. Each re-training
+is a :class:`Job` and becomes one trial of the companion study
+(:func:`search.views.verdict_view.companion_name`, same storage): its configuration, seed and
+data fraction are the trial's fixed parameters, its key and roles are user attributes. Jobs are
+enqueued once; planning again enqueues only what is missing (a job whose trials all failed
+included), which is how a stopped verdict resumes.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class Plan:
     jobs: list[Job]
     best: Group
     top: list[Group]
-    baseline: Group | None
+    baseline: Group | None  # the best baseline by its search run
+    baselines: list[Group]  # the baselines re-trained with the seeds, in the study file's order
     ablations: list[tuple[str, Group]]  # (regularizer name, group)
     fractions: list[tuple[float, list[str]]]  # (fraction, keys); 1.0 is the best's group
 
@@ -131,14 +133,19 @@ def plan_jobs(study: optuna.Study, spec: StudySpec, verdict: VerdictSpec) -> Pla
         name = f" baseline {trial.user_attrs['baseline']}" if "baseline" in trial.user_attrs else ""
         label = f"#{rank}{name} (trial {trial.number})"
         top.append(group(label, trial, model_params(spec, trial), "top"))
-    baselines = [t for t in ranked if "baseline" in t.user_attrs]
-    baseline = None
-    if baselines:
-        first = baselines[0]
-        name = first.user_attrs["baseline"]
-        baseline = group(
-            f"baseline {name} (trial {first.number})", first, model_params(spec, first), "baseline"
+    by_value = [t for t in ranked if "baseline" in t.user_attrs]
+    repeated = by_value[:1] if verdict.baselines == "best" else by_value
+    # Enqueued first, in the file's order, so their trial numbers keep that order.
+    baseline_groups = [
+        group(
+            f"baseline {t.user_attrs['baseline']} (trial {t.number})",
+            t,
+            model_params(spec, t),
+            "baseline",
         )
+        for t in sorted(repeated, key=lambda t: t.number)
+    ]
+    baseline = next((g for g in baseline_groups if g.trial is by_value[0]), None)
     ablations = []
     for regularizer in used_regularizers(best_config):
         config = regularizer.switched_off(best_config)
@@ -156,7 +163,9 @@ def plan_jobs(study: optuna.Study, spec: StudySpec, verdict: VerdictSpec) -> Pla
             for s in seeds[: verdict.fraction_seeds]
         ]
         fractions.append((fraction, keys))
-    return Plan(list(jobs.values()), best_group, top, baseline, ablations, fractions)
+    return Plan(
+        list(jobs.values()), best_group, top, baseline, baseline_groups, ablations, fractions
+    )
 
 
 def trials_by_job(companion: optuna.Study) -> dict[str, list[FrozenTrial]]:
