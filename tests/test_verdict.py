@@ -464,7 +464,10 @@ def test_every_baseline_is_re_trained_and_compared_with_the_first(
     assert by_name["baseline frozen"]["decision"] == "worse"
     assert any(s.startswith("Against the baseline reference") for s in verdict["sentences"])
     # Every baseline's regime reads its repeats: each one has a regime row.
-    assert {r["label"] for r in verdict["regimes"]} >= {f"baseline {n}" for n in names.values()}
+    best = verdict["regimes"][0]
+    assert [r["trial"] for r in verdict["regimes"][1:]] == sorted(set(names) - {best["trial"]})
+    if best["trial"] in names:  # a best that is a baseline has one row, named both ways
+        assert best["label"] == f"best, baseline {names[best['trial']]}"
 
     # baselines = "best": only the best baseline is re-trained with the seeds.
     optuna_study = optuna.load_study(study_name="baselines", storage=url)
@@ -489,3 +492,30 @@ def test_a_bad_verdict_table_is_one_line(tmp_path: Path, line: str, message: str
     result = capsearch("validate", str(path))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and message in result.stderr, result.stderr
+
+
+def test_a_baseline_that_differs_only_by_its_epoch_cap_runs_and_keeps_it(tmp_path: Path) -> None:
+    from search.verdict import give_verdict
+
+    text = MEMORIZE.replace("trials = 4", "trials = 3").replace(
+        "[verdict]",
+        '[[baselines]]\nname = "small_2_epochs"\nlayers = 1\nunits = 8\nl2 = 0.0\n'
+        "dropout = 0.1\nlearning_rate = 0.005\nepochs = 2\n\n[verdict]",
+    )
+    path, url = searched(tmp_path, "capped", text)
+    study = {t.user_attrs.get("baseline"): t for t in trials_of(url, "capped")}
+    assert {"small", "small_2_epochs"} <= set(study)  # the same parameters, both enqueued
+    assert study["small"].params == study["small_2_epochs"].params
+    assert study["small"].user_attrs["epochs_run"] == 4
+    assert study["small_2_epochs"].user_attrs["epochs_run"] == 2
+    verdict = give_verdict(load_study(path), SearchOptions(storage=url), echo=lambda _: None)
+    assert verdict["complete"]
+    jobs = trials_of(url, companion_name("capped"))
+    for name, epochs in (("small", 4), ("small_2_epochs", 2)):
+        repeats = [
+            t
+            for t in jobs
+            if t.user_attrs["source_trial"] == study[name].number and t.user_attrs["fraction"] == 1
+        ]
+        assert len(repeats) == 3, name  # each re-trained with the seeds, under its own cap
+        assert {t.user_attrs["epochs_run"] for t in repeats} == {epochs}, name

@@ -61,6 +61,11 @@ class Objective:
         """Sample every hyperparameter of the space (fixed ones are filled in)."""
         return self.spec.suggest(trial)
 
+    def epoch_cap(self, trial: optuna.Trial) -> int | None:
+        """A baseline's own epoch cap (``epochs`` in its table); None: the study's epochs."""
+        baseline = self.spec.baseline_named(trial.user_attrs.get("baseline"))
+        return baseline.epochs if baseline is not None else None
+
     def train(
         self,
         trial: optuna.Trial,
@@ -71,14 +76,12 @@ class Objective:
     ) -> TrainingRun:
         """Sample the trial's parameters and train them (a subclass trains another family)."""
         params = self.suggest(trial)
-        baseline = self.spec.baseline_named(trial.user_attrs.get("baseline"))
-        epochs = baseline.epochs if baseline is not None else None  # a baseline's own cap
         return train_params(
             self.spec,
             self.data,
             params,
             seed=seed,
-            epochs=epochs,
+            epochs=self.epoch_cap(trial),
             callbacks=callbacks,
             history=history,
         )

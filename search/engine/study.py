@@ -172,12 +172,14 @@ def _record_study(study: optuna.Study, spec: StudySpec, file_text: str) -> None:
     study.set_user_attr("spec", json.loads(json.dumps(spec.to_dict())))
     study.set_user_attr("objective", spec.objective)
     study.set_user_attr("versions", library_versions())
+    # By name, not by parameters: Optuna's skip_if_exists compares parameters only, so a
+    # baseline that differs from another by its own epoch cap alone would never run.
+    enqueued = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
     for baseline in spec.baselines:
-        study.enqueue_trial(
-            spec.baseline_trial_params(baseline),
-            user_attrs={"baseline": baseline.name},
-            skip_if_exists=True,
-        )
+        if baseline.name not in enqueued:
+            study.enqueue_trial(
+                spec.baseline_trial_params(baseline), user_attrs={"baseline": baseline.name}
+            )
     # objective names (val_loss, param_count), for the dashboard
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

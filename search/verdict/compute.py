@@ -316,14 +316,15 @@ def compute_verdict(
     # Regimes: the best trial and every baseline, from their search runs.
     memorize = spec.objective == "memorize"
     best = plan.best.trial
+    best_name = f", baseline {best.user_attrs['baseline']}" if "baseline" in best.user_attrs else ""
     regimes = [
         {
-            "label": "best",
+            "label": f"best{best_name}",  # a best that is a baseline gets one row
             **regime(best, family_best, constant_train, exact.get(best.number), memorize=memorize),
         }
     ]
     for t in sorted(finished, key=lambda t: t.number):
-        if "baseline" in t.user_attrs:
+        if "baseline" in t.user_attrs and t.number != best.number:
             label = f"baseline {t.user_attrs['baseline']}"
             row = regime(t, family_best, constant_train, exact.get(t.number), memorize=memorize)
             regimes.append({"label": label, **row})
@@ -694,7 +695,7 @@ def sentences(v: Mapping[str, Any]) -> list[str]:
                 )
         if w.get("same_configuration"):
             text += (
-                f"; the best baseline ({w['baseline_name']}) trains the same configuration "
+                f"; the best baseline, {w['baseline_name']}, trains the same configuration "
                 "with other seeds, so the search's lead over it is the seed alone: within noise"
             )
         out.append(text + ".")
@@ -718,9 +719,9 @@ def sentences(v: Mapping[str, Any]) -> list[str]:
             what = {
                 "better": f"better by {-c['difference']:.3g}",
                 "worse": f"worse by {c['difference']:.3g}",
-                "within noise": f"within noise ({c['difference']:+.3g})",
+                "within noise": f"within noise, {c['difference']:+.3g}",
             }[c["decision"]]
-            parts.append(f"{c['name']} {_pm(c)}, {what} (noise {c['noise']:.2g})")
+            parts.append(f"{c['name']} {_pm(c)}: {what} (noise {c['noise']:.2g})")
         reference = rep[b["reference"]]
         out.append(
             f"Against the {b['reference_name']}, {_pm(reference)} of {monitor} over seeds, "

@@ -42,11 +42,12 @@ class Job:
     fraction: float = 1.0
     roles: list[str] = field(default_factory=list)
     source_trial: int | None = None
+    epochs: int | None = None  # a baseline's own epoch cap; None: the study's epochs
 
     @property
     def key(self) -> str:
-        """The job's identity: configuration, seed and fraction (roles do not count)."""
-        return job_key(self.config, self.seed, self.fraction)
+        """The job's identity: configuration, seed, fraction and cap (roles do not count)."""
+        return job_key(self.config, self.seed, self.fraction, self.epochs)
 
     def user_attrs(self) -> dict[str, Any]:
         return {
@@ -56,19 +57,25 @@ class Job:
             "seed": self.seed,
             "fraction": self.fraction,
             "source_trial": self.source_trial,
+            "epochs": self.epochs,
         }
 
 
-def job_key(config: Mapping[str, Any], seed: int, fraction: float) -> str:
-    """A canonical string of what a job trains.
+def job_key(
+    config: Mapping[str, Any], seed: int, fraction: float, epochs: int | None = None
+) -> str:
+    """A canonical string of what a job trains (an epoch cap only where there is one).
 
     Example:
         >>> job_key({"units": 8, "l2": 0.0}, 3, 1.0)
         '{"config": {"l2": 0.0, "units": 8}, "fraction": 1.0, "seed": 3}'
+        >>> job_key({"units": 8}, 3, 1.0, epochs=10)
+        '{"config": {"units": 8}, "epochs": 10, "fraction": 1.0, "seed": 3}'
     """
-    return json.dumps(
-        {"config": dict(config), "seed": int(seed), "fraction": float(fraction)}, sort_keys=True
-    )
+    key: dict[str, Any] = {"config": dict(config), "seed": int(seed), "fraction": float(fraction)}
+    if epochs is not None:
+        key["epochs"] = int(epochs)
+    return json.dumps(key, sort_keys=True)
 
 
 @dataclass
@@ -114,15 +121,21 @@ def plan_jobs(study: optuna.Study, spec: StudySpec, verdict: VerdictSpec) -> Pla
     seeds = repeat_seeds(spec, verdict.seeds)
     jobs: dict[str, Job] = {}
 
-    def add(config: dict[str, Any], seed: int, fraction: float, role: str, trial: int) -> str:
-        job = Job(config, seed, fraction, source_trial=trial)
+    def cap(trial: FrozenTrial) -> int | None:
+        baseline = spec.baseline_named(trial.user_attrs.get("baseline"))
+        return baseline.epochs if baseline is not None else None
+
+    def add(
+        config: dict[str, Any], seed: int, fraction: float, role: str, trial: FrozenTrial
+    ) -> str:
+        job = Job(config, seed, fraction, source_trial=trial.number, epochs=cap(trial))
         job = jobs.setdefault(job.key, job)
         if role not in job.roles:
             job.roles.append(role)
         return job.key
 
     def group(label: str, trial: FrozenTrial, config: dict[str, Any], role: str) -> Group:
-        keys = [add(config, s, 1.0, role, trial.number) for s in seeds]
+        keys = [add(config, s, 1.0, role, trial) for s in seeds]
         return Group(label, trial, config, keys)
 
     best = ranked[0]
@@ -159,7 +172,7 @@ def plan_jobs(study: optuna.Study, spec: StudySpec, verdict: VerdictSpec) -> Pla
             fractions.append((1.0, best_group.keys))
             continue
         keys = [
-            add(best_config, s, fraction, f"fraction:{fraction:g}", best.number)
+            add(best_config, s, fraction, f"fraction:{fraction:g}", best)
             for s in seeds[: verdict.fraction_seeds]
         ]
         fractions.append((fraction, keys))

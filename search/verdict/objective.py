@@ -85,6 +85,11 @@ class JobObjective(Objective):
         trial.suggest_float("fraction", fraction, fraction)
         return config
 
+    def epoch_cap(self, trial: optuna.Trial) -> int | None:
+        """The job's epoch cap: that of the baseline it re-trains, if it has its own."""
+        epochs = trial.user_attrs.get("epochs")
+        return int(epochs) if epochs is not None else None
+
     def trial_seed(self, trial: optuna.Trial) -> int:
         """The job's seed, not the trial number's."""
         return int(trial.user_attrs["seed"])
