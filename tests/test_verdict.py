@@ -462,6 +462,13 @@ def test_every_baseline_is_re_trained_and_compared_with_the_first(
         assert row["difference"] == pytest.approx(expected["difference"])
         assert row["noise"] == pytest.approx(expected["noise"])
     assert by_name["baseline frozen"]["decision"] == "worse"
+    best_trial = verdict["regimes"][0]["trial"]
+    versus = section["best_versus_reference"]
+    if best_trial in names:  # the best is a baseline: its comparison is that baseline's row
+        assert versus is None
+    else:
+        expected = compare(stored(reference), stored(best_trial))
+        assert versus["difference"] == pytest.approx(expected["difference"])
     assert any(s.startswith("Against the baseline reference") for s in verdict["sentences"])
     # Every baseline's regime reads its repeats: each one has a regime row.
     best = verdict["regimes"][0]

@@ -391,29 +391,21 @@ def compute_verdict(
         )
 
     # Each baseline against the study file's first one (the user's own network, as a rule).
-    baselines: dict[str, Any] = {"reference": None, "reference_name": None, "comparisons": []}
+    baselines: dict[str, Any] = {
+        "reference": None,
+        "reference_name": None,
+        "best_versus_reference": None,
+        "comparisons": [],
+    }
     if baseline_reps:
         reference = baseline_reps[0]
         baselines["reference"] = reference["label"]
         baselines["reference_name"] = _short(_baseline_name(finished, reference))
+        if all(best_rep is not r for r in baseline_reps):  # a best that is a baseline has its row
+            baselines["best_versus_reference"] = _versus(reference, best_rep, "best")
         for other in baseline_reps[1:]:
-            effect = compare(reference, other)
-            decision = {"a lower": "worse", "b lower": "better"}.get(
-                effect["decision"], effect["decision"]
-            )
-            baselines["comparisons"].append(
-                {
-                    "label": other["label"],
-                    "name": _short(_baseline_name(finished, other)),
-                    "trial": other["trial"],
-                    "mean": other["mean"],
-                    "std": other["std"],
-                    "n": other["n"],
-                    "difference": effect["difference"],
-                    "noise": effect["noise"],
-                    "decision": decision,
-                }
-            )
+            name = _short(_baseline_name(finished, other))
+            baselines["comparisons"].append(_versus(reference, other, name))
 
     capacity = _capacity(spec, plan, completed, best_rep, constant_train, memorize_threshold)
     data_size = _data_size(spec, plan, found, dataset)
@@ -458,6 +450,23 @@ def compute_verdict(
     }
     out["sentences"] = sentences(out)
     return out
+
+
+def _versus(reference: Mapping[str, Any], other: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``other``'s repeats against the reference's: ``better``, ``worse`` or ``within noise``."""
+    effect = compare(reference, other)
+    decision = {"a lower": "worse", "b lower": "better"}.get(effect["decision"], effect["decision"])
+    return {
+        "label": other["label"],
+        "name": name,
+        "trial": other["trial"],
+        "mean": other["mean"],
+        "std": other["std"],
+        "n": other["n"],
+        "difference": effect["difference"],
+        "noise": effect["noise"],
+        "decision": decision,
+    }
 
 
 def _repeated_groups(plan: Plan) -> list[Group]:
@@ -710,9 +719,12 @@ def sentences(v: Mapping[str, Any]) -> list[str]:
             else:
                 out.append(f"Ranked by mean over seeds, {first} is first beyond the noise.")
     b = v.get("baselines") or {}
+    # Only with other baselines: a lone one is the winner sentence's baseline already.
+    rows = [*([b["best_versus_reference"]] if b.get("best_versus_reference") else [])]
+    rows += b.get("comparisons") or []
     if b.get("comparisons") and rep[b["reference"]]["mean"] is not None:
         parts = []
-        for c in b["comparisons"]:
+        for c in rows:
             if c["decision"] == "not measured":
                 parts.append(f"{c['name']} not measured yet")
                 continue
@@ -724,8 +736,9 @@ def sentences(v: Mapping[str, Any]) -> list[str]:
             parts.append(f"{c['name']} {_pm(c)}: {what} (noise {c['noise']:.2g})")
         reference = rep[b["reference"]]
         out.append(
-            f"Against the {b['reference_name']}, {_pm(reference)} of {monitor} over seeds, "
-            "the other baselines: " + "; ".join(parts) + "."
+            f"Against the {b['reference_name']}, {_pm(reference)} of {monitor} over seeds: "
+            + "; ".join(parts)
+            + "."
         )
     for r in v["regularization"]:
         text = (
