@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from optuna.trial import create_trial
 
-from search.verdict.compute import regime
+from search.verdict.rules import regime
 
 
 def _trial(train: list[float], val: list[float], *, running: bool = False) -> Any:

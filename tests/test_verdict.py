@@ -419,8 +419,8 @@ def test_every_baseline_is_re_trained_and_compared_with_the_first(
 ) -> None:
     from search.spec.studyfile import VerdictSpec
     from search.verdict import give_verdict
-    from search.verdict.compute import compare
     from search.verdict.jobs import plan_jobs
+    from search.verdict.rules import compare
 
     path, url = searched(tmp_path, "baselines", BASELINES)
     spec = load_study(path)
