@@ -63,8 +63,7 @@ class Objective:
 
     def epoch_cap(self, trial: optuna.Trial) -> int | None:
         """A baseline's own epoch cap (``epochs`` in its table); None: the study's epochs."""
-        baseline = self.spec.baseline_named(trial.user_attrs.get("baseline"))
-        return baseline.epochs if baseline is not None else None
+        return self.spec.baseline_epochs(trial.user_attrs.get("baseline"))
 
     def train(
         self,

@@ -307,6 +307,11 @@ class StudySpec:
         """The baseline called ``name`` (``None`` for a trial that is no baseline)."""
         return next((b for b in self.baselines if b.name == name), None)
 
+    def baseline_epochs(self, name: str | None) -> int | None:
+        """The epoch cap of the baseline called ``name``; None: the study's ``epochs``."""
+        baseline = self.baseline_named(name)
+        return baseline.epochs if baseline is not None else None
+
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample a trial's model parameters; a baseline's trial gets exactly its values.
 

@@ -121,14 +121,16 @@ def plan_jobs(study: optuna.Study, spec: StudySpec, verdict: VerdictSpec) -> Pla
     seeds = repeat_seeds(spec, verdict.seeds)
     jobs: dict[str, Job] = {}
 
-    def cap(trial: FrozenTrial) -> int | None:
-        baseline = spec.baseline_named(trial.user_attrs.get("baseline"))
-        return baseline.epochs if baseline is not None else None
-
     def add(
         config: dict[str, Any], seed: int, fraction: float, role: str, trial: FrozenTrial
     ) -> str:
-        job = Job(config, seed, fraction, source_trial=trial.number, epochs=cap(trial))
+        job = Job(
+            config,
+            seed,
+            fraction,
+            source_trial=trial.number,
+            epochs=spec.baseline_epochs(trial.user_attrs.get("baseline")),
+        )
         job = jobs.setdefault(job.key, job)
         if role not in job.roles:
             job.roles.append(role)
