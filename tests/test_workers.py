@@ -630,3 +630,29 @@ def test_workers_command_runs_a_tiny_tensorflow_study(tmp_path: Path) -> None:
     assert len(summaries) == 1 and summaries[0].startswith("study tiny: ")  # the parent's only
     assert re.search(r"^4 finished trials after", proc.stdout, re.MULTILINE)
     print(f"\ncapsearch workers -n 2 --trials 4 output:\n{proc.stdout}")
+
+
+def test_a_trial_failed_by_another_worker_as_it_ends_is_dropped_not_a_crash(
+    storage_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The other worker's heartbeat check fails trial 0 between tell's own state check and
+    # its write (the sampler's after_trial runs exactly there): the write meets "trial
+    # already finished", which used to escape tell and end the worker with a traceback.
+    storage = open_worker_storage(storage_url, liveness_settings(1, 3, 3))
+    other = optuna.storages.RDBStorage(storage_url)
+
+    class FailedMeanwhile(optuna.samplers.RandomSampler):
+        def after_trial(self, study: Any, trial: FrozenTrial, state: Any, values: Any) -> None:
+            if trial.number == 0:
+                other.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+    study = optuna.create_study(study_name="raced", storage=storage, sampler=FailedMeanwhile(0))
+    with caplog.at_level("WARNING"):
+        result = run_trials(study, NullObjective(), target=2, echo=lambda _: None)
+    assert (result.finished, result.failed) == (2, 1)
+    assert [t.state for t in study.get_trials()] == [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
+    assert "trial 0 was marked FAIL meanwhile" in caplog.text

@@ -70,10 +70,11 @@ def open_worker_storage(
     Every write and read Optuna makes through the returned storage (ask, tell, attributes,
     intermediate values, heartbeats) goes through :func:`search.storage.with_retry`; the
     number of conflicts met is in ``storage.capsearch_retries.conflicts``. A storage that
-    stops answering is waited for (:func:`search.storage.retry.with_outage_retry`); a result
-    that a call made again after an outage finds already stored (a trial already COMPLETE)
-    counts as done. ``wait_outages=False`` (the proxy's own database) raises outages at once;
-    ``pool_size`` is passed to :func:`~search.storage.opening.open_storage`.
+    stops answering is waited for (:func:`search.storage.retry.with_outage_retry`). A trial's
+    end that finds the trial already finished (its own write applied before an outage, or
+    another worker that failed it as dead) returns instead of raising. ``wait_outages=False``
+    (the proxy's own database) raises outages at once; ``pool_size`` is passed to
+    :func:`~search.storage.opening.open_storage`.
     """
     storage = open_storage(
         url,
@@ -89,6 +90,10 @@ def open_worker_storage(
             def attempt() -> Any:
                 try:
                     return method(*args, **kwargs)
+                except UpdateFinishedTrialError:
+                    if method.__name__ != "set_trial_state_values":
+                        raise
+                    return _ended_as_asked(storage, args, kwargs)
                 except Exception as exc:
                     if _is_transient(exc):
                         stats.conflicts += 1
@@ -96,11 +101,7 @@ def open_worker_storage(
 
             if not wait_outages:
                 return with_retry(attempt, attempts=10)
-            return with_outage_retry(
-                lambda: with_retry(attempt, attempts=10),
-                url=url,
-                after_outage=_already_stored(storage, method.__name__, args, kwargs),
-            )
+            return with_outage_retry(lambda: with_retry(attempt, attempts=10), url=url)
 
         return retried
 
@@ -122,25 +123,20 @@ def open_worker_storage(
     return storage
 
 
-def _already_stored(
-    storage: optuna.storages.BaseStorage, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Callable[[Exception], Any]:
-    """What a call made again after an outage does when it finds its write already applied.
+def _ended_as_asked(
+    storage: optuna.storages.BaseStorage, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bool:
+    """A trial's end that met "trial already finished": whether it ended as asked.
 
-    The connection may break after the database committed a trial's end but before the answer
-    came back; the call made again then meets "trial already finished". If the stored state
-    is the one asked for, that is success; anything else is raised as it came.
+    Either this very write was applied before the connection broke and is being made again
+    after an outage (the stored state is the one asked for: success), or another worker
+    declared the trial dead and failed it meanwhile, between ``tell``'s own check and its
+    write. Neither is an error: the stored end stands, ``tell`` returns the stored trial, and
+    the trial loop says when it is not this worker's result.
     """
-
-    def check(exc: Exception) -> Any:
-        if name == "set_trial_state_values" and isinstance(exc, UpdateFinishedTrialError):
-            trial_id = kwargs.get("trial_id", args[0] if args else None)
-            state = kwargs.get("state", args[1] if len(args) > 1 else None)
-            if trial_id is not None and storage.get_trial(trial_id).state == state:
-                return True
-        raise exc
-
-    return check
+    trial_id = kwargs.get("trial_id", args[0] if args else None)
+    state = kwargs.get("state", args[1] if len(args) > 1 else None)
+    return trial_id is not None and storage.get_trial(trial_id).state == state
 
 
 def _pg_async_commit_wanted() -> bool:

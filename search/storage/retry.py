@@ -281,7 +281,6 @@ def with_outage_retry(
     *,
     url: str = "",
     wait_s: float | None = None,
-    after_outage: Callable[[Exception], T] | None = None,
 ) -> T:
     """Call ``fn``; while the storage is unreachable (:func:`is_outage`), wait and call again.
 
@@ -293,9 +292,6 @@ def with_outage_retry(
         fn: The storage call, without arguments.
         url: The storage's URL, shown masked in the warning lines.
         wait_s: The bound; default ``CAPSEARCH_STORAGE_WAIT`` or 300 s.
-        after_outage: Called with a (non-outage) exception raised by a call made again after
-            an outage: the first call's write may have been applied before the connection
-            broke (e.g. a trial already COMPLETE). It returns the value to use, or raises.
 
     Returns:
         What ``fn`` returns.
@@ -306,15 +302,11 @@ def with_outage_retry(
     """
     bound = outage_wait_seconds() if wait_s is None else wait_s
     delay = 0.2
-    retried = False
     while True:
         try:
             value = fn()
         except Exception as exc:
             if not is_outage(exc):
-                if retried and after_outage is not None:
-                    OUTAGES.succeeded(url)
-                    return after_outage(exc)
                 raise
             since = OUTAGES.failed(exc, url)
             if time.monotonic() - since >= bound:
@@ -325,7 +317,6 @@ def with_outage_retry(
                     "is failed by the next worker's heartbeat check and re-queued), or raise "
                     f"{settings.STORAGE_WAIT.name}"
                 ) from None
-            retried = True
             time.sleep(delay * (0.75 + 0.5 * random.random()))
             delay = min(2.0, delay * 2)
             continue
