@@ -125,7 +125,7 @@ class StudyMismatchError(FatalError):
     """A stored study is resumed with other data, another space or another objective.
 
     The message names the keys that differ and the ways out: a new study name, or (where the
-    change only narrows a range or fixes a value) ``--allow-narrowed``.
+    change only narrows a range, fixes a value or adds choices) ``--allow-narrowed``.
     """
 
 

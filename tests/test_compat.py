@@ -72,9 +72,10 @@ def test_a_missing_private_name_is_reported_with_the_library_version(
 ) -> None:
     with pytest.raises(RuntimeError, match=r"optuna 9\.9\.9 has no object\._gone.*4\.2 to 5\.0"):
         private_attr(object(), "_gone", "optuna", "9.9.9", "4.2 to 5.0")
-    monkeypatch.delattr(optuna.Study, "_pop_waiting_trial_id")
-    with pytest.raises(RuntimeError, match=rf"{OPTUNA} has no Study\._pop_waiting_trial_id"):
-        optuna_compat.pop_waiting_trial(optuna.create_study())
+    study = optuna.create_study()
+    monkeypatch.delattr(study, "_thread_local")
+    with pytest.raises(RuntimeError, match=rf"{OPTUNA} has no Study\._thread_local"):
+        optuna_compat.forget_cached_trials(study)
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,15 +127,33 @@ def test_optimize_loop_flags_allow_stop_and_quiet_ask(
         study.stop()
 
 
-def test_pop_waiting_trial_makes_the_waiting_trial_running(study: optuna.Study) -> None:
-    # Study._pop_waiting_trial_id: the first step of ask.
-    assert optuna_compat.pop_waiting_trial(study) is None
+def test_take_waiting_trial_writes_the_attributes_before_the_trial_leaves_the_queue(
+    study: optuna.Study, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Study._pop_waiting_trial_id's loop on public storage calls: the first step of ask.
+    assert optuna_compat.take_waiting_trial(study, {"worker": "w1"}) is None
     study.enqueue_trial({"x": 1.0})
     (waiting,) = study.get_trials(states=(TrialState.WAITING,))
-    popped = optuna_compat.pop_waiting_trial(study)
-    assert popped == optuna_compat.trial_id(waiting), OPTUNA
-    assert study.trials[0].state == TrialState.RUNNING, OPTUNA
-    assert optuna_compat.pop_waiting_trial(study) is None, OPTUNA
+    storage = optuna_compat.study_storage(study)
+    running = storage.set_trial_state_values
+
+    def died_at_the_state_change(trial_id: int, state: TrialState, values: Any = None) -> bool:
+        if state == TrialState.RUNNING:
+            raise ConnectionError("the taker died here")
+        return running(trial_id, state, values)
+
+    monkeypatch.setattr(storage, "set_trial_state_values", died_at_the_state_change)
+    with pytest.raises(ConnectionError):
+        optuna_compat.take_waiting_trial(study, {"worker": "w1"}, {"token": "t1"})
+    assert study.get_trials()[0].state == TrialState.WAITING, OPTUNA  # still queued, not lost
+    monkeypatch.setattr(storage, "set_trial_state_values", running)
+    taken = optuna_compat.take_waiting_trial(study, {"worker": "w2"}, {"token": "t2"})
+    assert taken == optuna_compat.trial_id(waiting), OPTUNA
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.RUNNING, OPTUNA
+    assert trial.system_attrs["fixed_params"] == {"x": 1.0}, OPTUNA  # the enqueued values
+    assert trial.user_attrs == {"worker": "w2"} and trial.system_attrs["token"] == "t2", OPTUNA
+    assert optuna_compat.take_waiting_trial(study, {"worker": "w3"}) is None, OPTUNA
 
 
 def test_create_trial_writes_the_template_with_the_trial(study: optuna.Study) -> None:
@@ -220,6 +239,42 @@ def test_running_trials_are_found_by_a_system_attribute(tmp_path: Path) -> None:
         }
     rdb.engine.dispose()
     assert found == {"a": [popped], "b": [fresh], "c": []}, f"{OPTUNA}: {found}"
+
+
+def test_widen_choices_rewrites_the_stored_choice_lists_and_keeps_every_value(
+    tmp_path: Path,
+) -> None:
+    # TrialParamModel (trial_params: param_name, param_value, distribution_json) and
+    # _CachedStorage._studies: the stored trials take a longer choice list, cache dropped.
+    from optuna.storages._rdb import models
+
+    params = models.TrialParamModel.__table__
+    assert params.name == "trial_params", OPTUNA
+    assert {"trial_id", "param_name", "param_value", "distribution_json"} <= set(
+        params.columns.keys()
+    ), OPTUNA
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'widen.db'}")
+    assert isinstance(getattr(study._storage, "_studies", None), dict), OPTUNA
+    for batch, act in ((512, "relu"), (64, "tanh"), (512, "tanh")):
+        study.enqueue_trial({"batch": batch, "act": act})
+
+    def objective(trial: optuna.Trial) -> float:
+        act = trial.suggest_categorical("act", ["relu", "tanh"])
+        return float(trial.suggest_categorical("batch", [64, 512])) + len(act)
+
+    study.optimize(objective, n_trials=3)
+    assert [t.params["batch"] for t in study.trials] == [512, 64, 512]  # read: now cached
+    wider = [32, 512, 64]  # another order: the stored indices are re-pointed
+    assert optuna_compat.widen_choices(study, lambda name: name == "batch", wider) == 3
+    assert [t.params["batch"] for t in study.trials] == [512, 64, 512], OPTUNA
+    assert {t.distributions["batch"].choices for t in study.trials} == {(32, 512, 64)}, OPTUNA
+    assert {t.distributions["act"].choices for t in study.trials} == {("relu", "tanh")}
+    # The study goes on with the longer list; Optuna refuses the old one now.
+    study.optimize(lambda t: t.suggest_categorical("batch", wider), n_trials=2)
+    assert all(t.state == TrialState.COMPLETE for t in study.trials), OPTUNA
+    with pytest.raises(ValueError, match="in the new choices"):
+        optuna_compat.widen_choices(study, lambda name: name == "batch", [32, 64])
+    assert [t.params["batch"] for t in study.trials][:3] == [512, 64, 512]  # nothing changed
 
 
 def test_state_counts_query_counts_each_state(tmp_path: Path) -> None:

@@ -106,3 +106,75 @@ def test_an_edited_study_file_is_refused_at_resume(
     assert 4 <= study.trials[1].params["units"] <= 8
     # Now the narrow file is the stored one: it resumes without the flag.
     assert main(["run", str(path), "--storage", storage_url, "--trials", "2"]) == 0
+
+
+def test_added_choices_rules() -> None:
+    old = {"space": {"batch_size": {"choices": [7, 21]}, "activation": {"choices": ["relu"]}}}
+
+    def diff(**space: object) -> list[tuple[str, bool, bool]]:
+        new = {"space": {**old["space"], **space}}
+        return [(d.key, d.narrowing, d.adds_choices) for d in differences(old, new)]
+
+    assert diff(batch_size={"choices": [7, 14, 21]}) == [("space.batch_size", False, True)]
+    assert diff(batch_size={"choices": [21, 7, 42]}) == [("space.batch_size", False, True)]
+    assert diff(batch_size={"choices": [7, 14]}) == [("space.batch_size", False, False)]  # 21 gone
+    assert diff(batch_size={"choices": [7.0, 21.0, 42.0]})[0][2] is False  # other types
+    assert diff(batch_size={"low": 7, "high": 21}) == [("space.batch_size", False, False)]
+    assert diff(activation={"choices": ["relu", "tanh"]}) == [("space.activation", False, True)]
+
+
+def _batch_sizes(url: str) -> list[tuple[int, tuple[int, ...]]]:
+    study = optuna.load_study(study_name="widened", storage=url)
+    return [
+        (t.params["batch_size"], t.distributions["batch_size"].choices)
+        for t in study.trials
+        if "batch_size" in t.params
+    ]
+
+
+@pytest.mark.slow
+def test_an_added_choice_resumes_with_the_flag_and_keeps_every_stored_value(
+    tmp_path: Path, storage_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    two = ONE_TRIAL.replace("[pruner]", '[sampler]\nname = "random"\n\n[pruner]')
+    path = write_study(tmp_path, "widened", two)
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "3"]) == 0
+    before = _batch_sizes(storage_url)
+    assert {choices for _, choices in before} == {(7, 21)} and before
+    capsys.readouterr()
+
+    # Before the fix: Optuna's "CategoricalDistribution does not support dynamic value space"
+    # failed every new trial; now one line without the flag, nothing stored changed.
+    wider = two.replace(
+        "batch_size = { choices = [7, 21] }", "batch_size = { choices = [7, 14, 21] }"
+    )
+    path.write_text(wider, encoding="utf-8")
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "space.batch_size" in err and "--allow-narrowed" in err
+    assert _batch_sizes(storage_url) == before
+
+    # A trial still running with the old list: refused, nothing rewritten.
+    stray = optuna.load_study(study_name="widened", storage=storage_url).ask()
+    code = main(["run", str(path), "--storage", storage_url, "--trials", "5", "--allow-narrowed"])
+    assert code == 2
+    assert "1 trial(s) are running" in capsys.readouterr().err
+    assert _batch_sizes(storage_url) == before
+    stray.study.tell(stray, state=optuna.trial.TrialState.FAIL)
+
+    # With the flag: every stored trial takes the longer list, its value kept; trials go on.
+    code = main(["run", str(path), "--storage", storage_url, "--trials", "6", "--allow-narrowed"])
+    assert code == 0, capsys.readouterr().err
+    study = optuna.load_study(study_name="widened", storage=storage_url)
+    after = _batch_sizes(storage_url)
+    assert [value for value, _ in after[: len(before)]] == [value for value, _ in before]
+    assert {choices for _, choices in after} == {(7, 14, 21)}
+    assert sum(t.state.name == "COMPLETE" or t.state.name == "PRUNED" for t in study.trials) == 6
+    assert list(study.user_attrs["space_changes"][-1]) == ["space.batch_size"]
+    assert "[7, 14, 21]" in study.user_attrs["study_file_text"]
+
+    # Dropping a choice stays refused, with the flag too.
+    path.write_text(wider.replace("[7, 14, 21]", "[14, 21]"), encoding="utf-8")
+    code = main(["run", str(path), "--storage", storage_url, "--trials", "7", "--allow-narrowed"])
+    assert code == 2
+    assert "accepts only narrowed ranges, fixed values and added choices" in capsys.readouterr().err

@@ -9,10 +9,12 @@ bound ``optuna>=4.2,<5.1`` keeps the installed version among them. What is used:
 * ``Study._stop_flag`` and ``Study._thread_local.in_optimize_loop``: what ``study.optimize``
   sets so that ``study.stop()`` works in callbacks and ``ask()`` does not warn about
   heartbeats; a loop of its own around ``ask`` and ``tell`` sets them the same way.
-* ``Study._pop_waiting_trial_id`` and ``Study._thread_local.cached_all_trials``: the database
-  part of ``Study.ask`` (take an enqueued or re-queued trial, else create one), so that a
-  caller can run that part alone under a lock (:func:`reserve_trial`, then
-  :func:`open_trial`); ``search.engine.trial_loop`` says why, with figures.
+* ``Study._thread_local.cached_all_trials``: what ``Study.ask`` clears before it takes an
+  enqueued or re-queued trial (else creates one), so that a caller can run that database part
+  alone under a lock (:func:`reserve_trial`, then :func:`open_trial`);
+  ``search.engine.trial_loop`` says why, with figures. The taking itself is
+  ``Study._pop_waiting_trial_id``'s loop over public storage calls (:func:`take_waiting_trial`),
+  with the caller's attributes written before the trial leaves the queue.
 * ``RDBStorage._get_stale_trial_ids``: the RUNNING trials whose heartbeat is older than the
   grace period, without failing them (the public ``fail_stale_trials`` fails them at once,
   before a reason can be stored on them).
@@ -20,6 +22,9 @@ bound ``optuna>=4.2,<5.1`` keeps the installed version among them. What is used:
   ``trial_heartbeats`` table (``trial_id``) and the ``trial_system_attributes`` table
   (``trial_id``, ``key``, ``value_json``), read with one query each instead of loading every
   trial.
+* ``optuna.storages._rdb.models``' ``trial_params`` table (``param_name``, ``param_value``,
+  ``distribution_json``) and ``_CachedStorage._studies``: a choice list widened on the stored
+  trials (:func:`widen_choices`), in one transaction, and the cached copies dropped.
 * ``RDBStorage._create_new_trial``, ``_get_trials``, ``_get_stale_trial_ids`` (and
   ``_set_trial_param`` in 5.0) among the methods :data:`RDB_TRANSACTION_METHODS` lists: each is
   one transaction, and Optuna (its cache included) calls them through the instance, so
@@ -36,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import sqlalchemy
+from optuna.distributions import CategoricalDistribution, distribution_to_json, json_to_distribution
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -53,7 +59,6 @@ __all__ = [
     "forget_cached_trials",
     "open_trial",
     "optimize_loop",
-    "pop_waiting_trial",
     "rdb_storage",
     "reserve_trial",
     "running_trials_with_system_attr",
@@ -63,7 +68,9 @@ __all__ = [
     "stop_requested",
     "study_id",
     "study_storage",
+    "take_waiting_trial",
     "trial_id",
+    "widen_choices",
     "wrap_storage_methods",
 ]
 
@@ -178,16 +185,46 @@ def forget_cached_trials(study: optuna.Study) -> None:
     thread_local.cached_all_trials = None
 
 
-def pop_waiting_trial(study: optuna.Study) -> int | None:
-    """Take the oldest WAITING trial (enqueued or re-queued): it is RUNNING on return.
+def take_waiting_trial(
+    study: optuna.Study, user_attrs: dict[str, Any], system_attrs: dict[str, Any] | None = None
+) -> int | None:
+    """Take the oldest WAITING trial (enqueued or re-queued): RUNNING, with the attributes.
 
-    The first step of ``Study.ask``; a trial another process took meanwhile is skipped.
+    The first step of ``Study.ask`` (``Study._pop_waiting_trial_id``'s loop: a trial another
+    process took meanwhile is skipped), except that the attributes are written while the trial
+    still waits and only then is it made RUNNING. A process that dies between the two leaves a
+    WAITING trial that the next reservation takes, never a RUNNING one without its worker's id
+    or reservation token (which only the orphan check would find, a grace period later). Run it
+    under the study lock, as the trial loop and the proxy do: two takers racing without it
+    could each write their attributes onto the trial one of them takes.
 
     Returns:
         Its trial id, or None when no trial waits.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.enqueue_trial({"x": 1.0})
+        >>> taken = take_waiting_trial(study, {"worker": "w1"})
+        >>> study.trials[0].state.name, study.trials[0].user_attrs
+        ('RUNNING', {'worker': 'w1'})
+        >>> take_waiting_trial(study, {"worker": "w2"}) is None
+        True
     """
-    pop: Callable[[], int | None] = _get(study, "_pop_waiting_trial_id")
-    return pop()
+    storage = study_storage(study)
+    waiting = storage.get_all_trials(study_id(study), deepcopy=False, states=(TrialState.WAITING,))
+    for trial in waiting:
+        taken = trial_id(trial)
+        try:
+            for key, value in user_attrs.items():
+                storage.set_trial_user_attr(taken, key, value)
+            for key, value in (system_attrs or {}).items():
+                storage.set_trial_system_attr(taken, key, value)
+            if not storage.set_trial_state_values(taken, state=TrialState.RUNNING):
+                continue  # another process made it RUNNING meanwhile
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another process finished it meanwhile
+        return taken
+    return None
 
 
 def create_trial(study: optuna.Study, template: FrozenTrial | None = None) -> int:
@@ -240,7 +277,8 @@ def reserve_trial(
     A WAITING trial (enqueued or re-queued) is taken first, as ``ask`` does; ``waiting=False``
     (the caller counted none) skips that read. A new trial gets ``user_attrs`` and
     ``system_attrs`` in the same transaction that creates it (a taken WAITING trial gets them
-    right after). :func:`open_trial` is the other half.
+    just before it leaves the queue: :func:`take_waiting_trial`). :func:`open_trial` is the
+    other half.
 
     Returns:
         The trial id.
@@ -253,14 +291,9 @@ def reserve_trial(
     """
     forget_cached_trials(study)
     if waiting:
-        popped = pop_waiting_trial(study)
-        if popped is not None:
-            storage = study_storage(study)
-            for key, value in user_attrs.items():
-                storage.set_trial_user_attr(popped, key, value)
-            for key, value in (system_attrs or {}).items():
-                storage.set_trial_system_attr(popped, key, value)
-            return popped
+        taken = take_waiting_trial(study, user_attrs, system_attrs)
+        if taken is not None:
+            return taken
     marked = user_attrs or system_attrs
     return create_trial(study, running_trial_template(user_attrs, system_attrs) if marked else None)
 
@@ -358,3 +391,75 @@ def wrap_storage_methods(
         method = getattr(storage, name, None)
         if method is not None:
             setattr(storage, name, wrap(method))
+
+
+def widen_choices(
+    study: optuna.Study, is_param: Callable[[str], bool], choices: Collection[Any]
+) -> int:
+    """Give the study's stored categorical parameters a longer choice list, values kept.
+
+    Optuna keeps one choice list per stored parameter and refuses another one; a list that
+    only adds choices can still take the stored trials: each stored categorical parameter
+    named so that ``is_param(name)`` holds gets ``choices`` as its distribution and its stored
+    index re-pointed at the same value in the new list, all in one transaction on the
+    ``trial_params`` table. The study's cached trials are dropped, so that they are read again.
+
+    Args:
+        study: A study in an RDB storage (SQLite, PostgreSQL, MySQL).
+        is_param: Which parameter names to rewrite.
+        choices: The new list; it must contain every stored value.
+
+    Returns:
+        The number of stored parameter values rewritten.
+
+    Raises:
+        ValueError: The study is not in an RDB storage, or a stored value is not in ``choices``.
+
+    Example:
+        >>> study = optuna.create_study(storage="sqlite://")
+        >>> study.enqueue_trial({"b": 64})
+        >>> study.optimize(lambda t: t.suggest_categorical("b", [64, 512]), n_trials=1)
+        >>> widen_choices(study, lambda name: name == "b", [32, 64, 512])
+        1
+        >>> study.trials[0].params, study.trials[0].distributions["b"].choices
+        ({'b': 64}, (32, 64, 512))
+    """
+    storage = rdb_storage(study)
+    if storage is None:
+        raise ValueError("only a study in a database (sqlite://, postgresql://) can be rewritten")
+    wider = CategoricalDistribution(list(choices))
+    wider_json = distribution_to_json(wider)
+    trial = _get(_models(), "TrialModel")
+    param = _get(_models(), "TrialParamModel")
+    rows = (
+        sqlalchemy.select(
+            param.param_id, param.param_name, param.param_value, param.distribution_json
+        )
+        .join(trial, trial.trial_id == param.trial_id)
+        .where(trial.study_id == study_id(study))
+    )
+    rewritten = 0
+    with storage.engine.begin() as connection:  # all of them or none
+        for param_id, name, value, stored_json in connection.execute(rows).all():
+            stored = json_to_distribution(stored_json)
+            if not is_param(name) or not isinstance(stored, CategoricalDistribution):
+                continue
+            choice = stored.to_external_repr(value)
+            if choice not in wider.choices:  # the transaction is rolled back: nothing changed
+                raise ValueError(
+                    f"the stored value {choice!r} of {name} is not in the new choices "
+                    f"{list(wider.choices)}"
+                )
+            update = (
+                sqlalchemy.update(param)
+                .where(param.param_id == param_id)
+                .values(param_value=wider.to_internal_repr(choice), distribution_json=wider_json)
+            )
+            connection.execute(update)
+            rewritten += 1
+    cached = study_storage(study)
+    studies = getattr(cached, "_studies", None)  # _CachedStorage: read the trials again
+    if isinstance(studies, dict):
+        studies.pop(study_id(study), None)
+    forget_cached_trials(study)
+    return rewritten

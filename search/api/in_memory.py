@@ -104,7 +104,8 @@ def search(
         verbose: 0 silent, 1 a progress bar in a notebook (trial lines in a terminal), 2 every
             line.
         trial_plots: Store a loss-curve PNG per trial for the dashboard.
-        allow_narrowed: Resume a study whose space this call only narrows.
+        allow_narrowed: Resume a study whose space this call only narrows or gives more
+            choices (added choices are written onto the stored trials first).
 
     Returns:
         The study, the best parameters and (re-trained on first use) the best model.

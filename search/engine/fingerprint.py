@@ -9,10 +9,13 @@ resuming with other data, another space or another objective is a one-line
 and with nothing stored changed.
 
 Where every difference only *narrows* the space (a range made narrower with the same scale and
-step, a searched key fixed to a value it could take, ``zero`` dropped), ``allow_narrowed`` (the
-``--allow-narrowed`` flag) lets the study resume with the new space: the stored study file, spec
-and fingerprint are replaced and the change is appended to the study's ``space_changes``. A
-changed choice list is never allowed: Optuna keeps one choice list per stored parameter.
+step, a searched key fixed to a value it could take, ``zero`` dropped) or *adds choices* to a
+choice list, ``allow_narrowed`` (the ``--allow-narrowed`` flag) lets the study resume with the
+new space: the stored study file, spec and fingerprint are replaced and the change is appended to
+the study's ``space_changes``. Optuna keeps one choice list per stored parameter, so added
+choices are first written onto the stored trials (:func:`search._compat.optuna.widen_choices`,
+one transaction; values kept), which needs the database itself and no trial running. A choice
+list that loses or changes a choice is never allowed: stored trials took those values.
 
 Float arrays are hashed without the last 8 bits of their float32 mantissa, so a worker on
 another host whose standardization differs in the last bits still matches.
@@ -22,18 +25,25 @@ Example:
     >>> new = {"space": {"units": {"low": 16, "high": 64, "log": True}}}
     >>> [(d.key, d.narrowing) for d in differences(old, new)]
     [('space.units', True)]
+    >>> old = {"space": {"batch_size": {"choices": [64, 512]}}}
+    >>> new = {"space": {"batch_size": {"choices": [64, 128, 512]}}}
+    >>> [(d.key, d.narrowing, d.adds_choices) for d in differences(old, new)]
+    [('space.batch_size', False, True)]
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search.errors import StudyMismatchError
+from search.spec.family import width_key
+from search.spec.space import Choice
 
 if TYPE_CHECKING:
     import optuna
@@ -132,12 +142,22 @@ def stored_fingerprint(study: optuna.Study) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class Difference:
-    """One key whose stored and current values differ; ``narrowing``: the new one only narrows."""
+    """One key whose stored and current values differ.
+
+    ``narrowing``: the new value only narrows the space; ``adds_choices``: the new choice list
+    holds every stored choice and more.
+    """
 
     key: str
     old: Any
     new: Any
     narrowing: bool = False
+    adds_choices: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        """Whether ``--allow-narrowed`` accepts it."""
+        return self.narrowing or self.adds_choices
 
     def describe(self) -> str:
         """``space.units {...} -> {...}``; the arrays by shape and hash only."""
@@ -172,6 +192,20 @@ def _narrows(old: Any, new: Any) -> bool:
     return False
 
 
+def _adds_choices(old: Any, new: Any) -> bool:
+    """Whether the choice list ``new`` holds every choice of ``old`` (same type) and more."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return False
+    if set(old) != {"choices"} or set(new) != {"choices"}:
+        return False
+    before, after = list(old["choices"]), list(new["choices"])
+
+    def kept(choice: Any) -> bool:
+        return any(type(c) is type(choice) and c == choice for c in after)
+
+    return len(after) > len(before) and all(kept(c) for c in before)
+
+
 def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
     """The keys whose values differ, space keys one by one; arrays only if both have them."""
     out: list[Difference] = []
@@ -189,7 +223,8 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[Differe
         old, new = old_space.get(key), new_space.get(key)
         if old != new:
             narrowing = old is not None and new is not None and _narrows(old, new)
-            out.append(Difference(f"space.{key}", old, new, narrowing))
+            added = not narrowing and _adds_choices(old, new)
+            out.append(Difference(f"space.{key}", old, new, narrowing, added))
     return out
 
 
@@ -212,15 +247,18 @@ def check_resume(
         study: The stored study, just loaded.
         spec: The study file (or the Python call's spec) now.
         dataset: The data now (``None``: the arrays are not compared).
-        allow_narrowed: Resume anyway where every difference only narrows the space; the
-            study's stored file, spec and fingerprint then become the new ones.
+        allow_narrowed: Resume anyway where every difference only narrows the space or adds
+            choices; the study's stored file, spec and fingerprint then become the new ones
+            (added choices are written onto the stored trials first).
         study_file_text: The new study file's text, stored when a narrowed space is accepted.
 
     Returns:
         The differences accepted (empty when nothing changed).
 
     Raises:
-        StudyMismatchError: Something differs (and is not an allowed narrowing).
+        StudyMismatchError: Something differs (and is not an allowed narrowing or added
+            choice), or choices are to be added where the stored trials cannot take them (no
+            database, or trials running).
     """
     stored = stored_fingerprint(study)
     if stored is None:
@@ -229,7 +267,8 @@ def check_resume(
     found = differences(stored, current)
     if not found:
         return []
-    if allow_narrowed and all(d.narrowing for d in found):
+    if allow_narrowed and all(d.allowed for d in found):
+        _widen_stored_choices(study, spec, [d for d in found if d.adds_choices])
         study.set_user_attr("fingerprint", current)
         study.set_user_attr("spec", _plain(spec.to_dict()))
         if study_file_text is not None:
@@ -239,15 +278,53 @@ def check_resume(
         study.set_user_attr("space_changes", changes)
         return found
     listed = "; ".join(d.describe() for d in found)
-    if all(d.narrowing for d in found):
+    if all(d.allowed for d in found):
         way_out = (
             ", or pass --allow-narrowed (allow_narrowed=True from Python) to resume it with the "
-            "narrower space"
+            "edited space"
         )
     else:
-        way_out = " (--allow-narrowed accepts only narrowed ranges and fixed values)"
+        way_out = " (--allow-narrowed accepts only narrowed ranges, fixed values and added choices)"
     raise StudyMismatchError(
         f"study {spec.name!r} was stored with other settings: {listed}; nothing was run. "
         f"Start a new study under another name (rename the study file, or study_name= from "
         f"Python){way_out}."
     )
+
+
+def _widen_stored_choices(study: optuna.Study, spec: StudySpec, added: list[Difference]) -> None:
+    """Write the longer choice lists onto the stored trials, before the study goes on."""
+    if not added:
+        return
+    from search._compat import optuna as optuna_compat  # Optuna's schema: only when needed
+
+    keys = ", ".join(d.key for d in added)
+    if optuna_compat.rdb_storage(study) is None:
+        raise StudyMismatchError(
+            f"study {spec.name!r}: adding choices ({keys}) rewrites its stored trials, which "
+            "needs the database itself; nothing was run. Run this once with --storage set to "
+            "the database URL (sqlite:// or postgresql://, not a grpc:// proxy), then as before."
+        )
+    running = sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
+    if running:
+        raise StudyMismatchError(
+            f"study {spec.name!r}: adding choices ({keys}) rewrites its stored trials, and "
+            f"{running} trial(s) are running with the old lists; nothing was run. Stop its "
+            "workers (a dead worker's trial is failed by the next heartbeat check), then run "
+            "again."
+        )
+    for difference in added:
+        key = difference.key.removeprefix("space.")
+        param = spec.space[key]
+        assert isinstance(param, Choice)  # the new value has choices (_adds_choices)
+        optuna_compat.widen_choices(study, _param_names(key), param.choices)
+
+
+def _param_names(key: str) -> Callable[[str], bool]:
+    """Which stored Optuna parameters a space key samples (``units``: also each layer's)."""
+
+    def samples(name: str) -> bool:
+        layer = name.rpartition("_")[2]
+        return name == key or (key == "units" and layer.isdigit() and name == width_key(int(layer)))
+
+    return samples

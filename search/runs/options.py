@@ -39,8 +39,9 @@ class SearchOptions:
         summary: Print the end-of-search summary and rewrite the study note.
         trial_plots: Store a PNG artifact per finished trial, for the dashboard.
         extra_callbacks: ``callback(study, frozen_trial)`` after each trial.
-        allow_narrowed: Resume a stored study whose space the study file only narrowed
-            (see :mod:`search.engine.fingerprint`); any other difference stays an error.
+        allow_narrowed: Resume a stored study whose space the study file only narrowed or
+            gave more choices (see :mod:`search.engine.fingerprint`); any other difference
+            stays an error.
 
     Example:
         >>> SearchOptions(trials=5).data

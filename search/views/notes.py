@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from search.errors import one_line
+from search.spec.space import Choice
 
 if TYPE_CHECKING:
     import optuna
@@ -59,8 +60,40 @@ def study_note(spec: StudySpec) -> str:
             cells = " | ".join(_value(b.params.get(k, "")) for k in keys)
             lines.append(f"| {b.name} | {cells} |")
         lines.append("")
+    lines += [reading_the_dashboard(spec), ""]
     lines.append(f"Study file: `{spec.path}`")
     return "\n".join(lines) + "\n"
+
+
+def reading_the_dashboard(spec: StudySpec) -> str:
+    """What reads differently in the dashboard than in ``show`` (docs/report-and-dashboard.md).
+
+    Example:
+        >>> from search.spec.studyfile import load_study
+        >>> spec = load_study("pima_generalize")
+        >>> print(reading_the_dashboard(spec))  # doctest: +NORMALIZE_WHITESPACE
+        **Reading the dashboard** — a learning curve's step is the epoch's index from 0, as
+        Optuna's Keras callback reports it (step 0 is epoch 1; `best_epoch` counts from 1);
+        the slice and contour plots order the numeric choices of batch_size as text (1024
+        before 128): the trials table sorts them as numbers.
+    """
+    text = (
+        "**Reading the dashboard** — a learning curve's step is the epoch's index from 0, as "
+        "Optuna's Keras callback reports it (step 0 is epoch 1; `best_epoch` counts from 1)"
+    )
+    numeric = [
+        key
+        for key, param in spec.space.items()
+        if isinstance(param, Choice)
+        and len(param.choices) > 1
+        and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in param.choices)
+    ]
+    if numeric:
+        text += (
+            f"; the slice and contour plots order the numeric choices of {', '.join(numeric)} "
+            "as text (1024 before 128): the trials table sorts them as numbers"
+        )
+    return text + "."
 
 
 def results_section(study: optuna.Study) -> str:
