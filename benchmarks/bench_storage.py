@@ -23,6 +23,8 @@ and through ``capsearch proxy`` (Optuna's gRPC storage proxy), each run in a dat
 own on the server (created and dropped here), so that ``pg_stat_activity`` counts only the
 run's connections: peak server connections (sampled every 50 ms), server CPU per trial (the
 CPU time of the run's PostgreSQL backends, plus the proxy process's), exact budget, errors.
+The ``proxy --cpu 0`` rows pin the proxy to CPU 0 and the workers to the other CPUs, as a proxy
+on a host of its own would run. Each row is the median run by trials/s of ``--repeat``.
 
 Example:
     $ python -m benchmarks.bench_storage --trials 400
@@ -58,12 +60,20 @@ PG_URL = os.environ.get("CAPSEARCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5
 
 
 def run_one(
-    url: str, name: str, workers: int, trials: int, *extra: str, barrier: bool = True
+    url: str,
+    name: str,
+    workers: int,
+    trials: int,
+    *extra: str,
+    barrier: bool = True,
+    cpus: str | None = None,
 ) -> dict[str, Any]:
-    """One launch; returns the parent's report plus the workers' statistics."""
+    """One launch (on the CPUs ``cpus`` names, ``taskset`` style, if given); returns the
+    parent's report plus the workers' statistics."""
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env["CAPSEARCH_STORAGE"] = url
-    argv = [sys.executable, "-m", "search.testing.null_worker", "launch", name]
+    pinned = ["taskset", "-c", cpus] if cpus else []
+    argv = [*pinned, sys.executable, "-m", "search.testing.null_worker", "launch", name]
     argv += ["-n", str(workers), "--trials", str(trials), "--quiet", *extra]
     if barrier:
         argv.append("--barrier")
@@ -186,11 +196,53 @@ class ServerSampler:
         return sum(self.cpu.values())
 
 
-def proxy_compare(args: argparse.Namespace) -> int:
-    """The second table: direct PostgreSQL versus the proxy, 8 to 64 workers."""
+def _proxy_run(admin: Any, backend: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One run in a database of its own: the launch's report, peak connections, CPU times."""
     import psutil
     import sqlalchemy
 
+    database = f"capsearch_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
+    db_url = PG_URL.rsplit("/", 1)[0] + f"/{database}"
+    proxy: subprocess.Popen[str] | None = None
+    proxy_cpu = 0.0
+    others = _other_cpus(0) if backend == "pinned" else None
+    try:
+        url = db_url
+        if backend != "postgresql":
+            proxy, url = _start_proxy(db_url, cpu=0 if backend == "pinned" else None)
+        with ServerSampler(PG_URL, database) as sampler:
+            try:
+                run = run_one(
+                    url, "bench", workers, args.trials, barrier=not args.no_barrier, cpus=others
+                )
+            except RuntimeError as exc:  # e.g. the server's max_connections reached
+                run = {"failed": _why(str(exc))}
+            if proxy is not None:
+                times = psutil.Process(proxy.pid).cpu_times()
+                proxy_cpu = times.user + times.system
+    finally:
+        if proxy is not None:
+            proxy.terminate()
+            proxy.communicate(timeout=60)
+        with admin.connect() as connection:
+            connection.execute(
+                sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            )
+    return {**run, "peak": sampler.peak, "server_cpu": sampler.cpu_seconds, "proxy_cpu": proxy_cpu}
+
+
+def _other_cpus(cpu: int) -> str:
+    """The CPUs this process may use but ``cpu``, ``taskset`` style (``"1,2,3"``)."""
+    return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != cpu)
+
+
+_LABELS = {"postgresql": "postgresql", "proxy": "proxy", "pinned": "proxy --cpu 0"}
+
+
+def proxy_compare(args: argparse.Namespace) -> int:
+    """The second table: direct PostgreSQL versus the proxy, 8 to 64 workers."""
     admin = _engine(PG_URL, isolation_level="AUTOCOMMIT")
     lines: list[str] = []
 
@@ -198,9 +250,14 @@ def proxy_compare(args: argparse.Namespace) -> int:
         print(line, flush=True)
         lines.append(line)
 
+    storages = list(args.storages)
+    if "pinned" in storages and len(os.sched_getaffinity(0)) < 2:
+        print("one CPU only: no pinned rows", file=sys.stderr)
+        storages.remove("pinned")
     emit(
         f"{os.cpu_count()} cores (shared with the server and the proxy), null objective, "
-        f"{args.trials} trials per run, workers, proxy and server on one host (loopback)\n"
+        f"{args.trials} trials per run, workers, proxy and server on one host (loopback); "
+        f"each row the median of {args.repeat} runs by trials/s (range in brackets)\n"
     )
     emit(
         "| storage | workers | trials/s | ms/trial/worker | peak server connections | "
@@ -208,63 +265,47 @@ def proxy_compare(args: argparse.Namespace) -> int:
     )
     emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     results: dict[tuple[str, int], dict[str, Any]] = {}
-    for backend in args.storages:
+    for backend in storages:
+        label = _LABELS[backend]
         for workers in args.workers:
-            database = f"capsearch_bench_{uuid.uuid4().hex[:8]}"
-            with admin.connect() as connection:
-                connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
-            db_url = PG_URL.rsplit("/", 1)[0] + f"/{database}"
-            proxy: subprocess.Popen[str] | None = None
-            proxy_cpu = 0.0
-            try:
-                url = db_url
-                if backend == "proxy":
-                    proxy, url = _start_proxy(db_url)
-                with ServerSampler(PG_URL, database) as sampler:
-                    try:
-                        run = run_one(
-                            url, "bench", workers, args.trials, barrier=not args.no_barrier
-                        )
-                    except RuntimeError as exc:  # e.g. the server's max_connections reached
-                        run = {"failed": _why(str(exc))}
-                    if proxy is not None:
-                        times = psutil.Process(proxy.pid).cpu_times()
-                        proxy_cpu = times.user + times.system
-            finally:
-                if proxy is not None:
-                    proxy.terminate()
-                    proxy.communicate(timeout=60)
-                with admin.connect() as connection:
-                    connection.execute(
-                        sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-                    )
-            if "failed" in run:
+            runs = [_proxy_run(admin, backend, workers, args) for _ in range(args.repeat)]
+            failed = [r for r in runs if "failed" in r]
+            if failed:
                 emit(
-                    f"| {backend} | {workers} | – | – | {sampler.peak} | – | failed: "
-                    f"{run['failed']} | – | 1 |"
+                    f"| {label} | {workers} | – | – | {max(r['peak'] for r in runs)} | – | "
+                    f"failed: {failed[0]['failed']} | – | {len(failed)} |"
                 )
                 continue
+            rates = sorted(1000 / ms_per_trial(r) for r in runs)
+            run = sorted(runs, key=lambda r: 1000 / ms_per_trial(r))[len(runs) // 2]
             trials = int(run["trials"])
-            errors = int(run["lock_errors"]) + int(run["exit"] != 0)
-            cpu_ms = 1000 * (sampler.cpu_seconds + proxy_cpu) / max(trials, 1)
-            results[(backend, workers)] = {**run, "peak": sampler.peak}
+            errors = sum(int(r["lock_errors"]) + int(r["exit"] != 0) for r in runs)
+            cpu_ms = 1000 * (run["server_cpu"] + run["proxy_cpu"]) / max(trials, 1)
+            proxy_ms = 1000 * run["proxy_cpu"] / max(trials, 1)
+            finished = sorted({int(r["finished"]) for r in runs})
+            peak = max(r["peak"] for r in runs)
+            exact = finished == [args.trials]
+            results[(backend, workers)] = {**run, "errors": errors, "exact": exact, "peak": peak}
+            spread = f" [{rates[0]:.1f}-{rates[-1]:.1f}]" if len(rates) > 1 else ""
             emit(
-                f"| {backend} | {workers} | {1000 / ms_per_trial(run):.1f} | "
-                f"{run['ms_per_trial_worker']:.1f} | {sampler.peak} | {cpu_ms:.1f}"
-                f"{f' ({1000 * proxy_cpu / max(trials, 1):.1f} proxy)' if proxy else ''} | "
-                f"{run['finished']} ({args.trials}) | {trials - int(run['finished'])} | {errors} |"
+                f"| {label} | {workers} | {1000 / ms_per_trial(run):.1f}{spread} | "
+                f"{run['ms_per_trial_worker']:.1f} | {peak} | {cpu_ms:.1f}"
+                f"{f' ({proxy_ms:.1f} proxy)' if backend != 'postgresql' else ''} | "
+                f"{'/'.join(map(str, finished))} ({args.trials}) | "
+                f"{trials - int(run['finished'])} | {errors} |"
             )
     admin.dispose()
     low, high = min(args.workers), max(args.workers)
-    via = results.get(("proxy", high))
-    if via is not None and ("proxy", low) in results:
-        rate = {w: 1000 / ms_per_trial(results[("proxy", w)]) for w in (low, high)}
+    for backend in ("proxy", "pinned"):
+        via = results.get((backend, high))
+        if via is None or (backend, low) not in results:
+            continue
+        rate = {w: 1000 / ms_per_trial(results[(backend, w)]) for w in (low, high)}
         emit(
-            f"\nThrough the proxy at {high} workers: finished {via['finished']} of {args.trials}, "
-            f"peak {via['peak']} server connections (goal <= 20: "
-            f"{'met' if via['peak'] <= 20 else 'not met'}), "
-            f"{via['lock_errors']} lock errors; {rate[high]:.1f} trials/s at {high} against "
-            f"{rate[low]:.1f} at {low} "
+            f"\nThrough `{_LABELS[backend]}` at {high} workers: exact budget in every run: "
+            f"{'yes' if via['exact'] else 'no'}, peak {via['peak']} server connections (goal "
+            f"<= 20: {'met' if via['peak'] <= 20 else 'not met'}), {via['errors']} errors; "
+            f"median {rate[high]:.1f} trials/s at {high} against {rate[low]:.1f} at {low} "
             f"(goal >=: {'met' if rate[high] >= rate[low] else 'not met'})."
         )
     if args.out is not None:
@@ -289,14 +330,17 @@ def _why(output: str) -> str:
     return "launch failed"
 
 
-def _start_proxy(db_url: str) -> tuple[subprocess.Popen[str], str]:
-    """``capsearch proxy`` on a free port over ``db_url``; returns it and its ``grpc://`` URL."""
+def _start_proxy(db_url: str, cpu: int | None = None) -> tuple[subprocess.Popen[str], str]:
+    """``capsearch proxy`` on a free port over ``db_url`` (on one CPU if ``cpu`` is given);
+    returns it and its ``grpc://`` URL."""
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     argv = [sys.executable, "-m", "search", "proxy", "--storage", db_url, "--port", str(port)]
+    if cpu is not None:
+        argv += ["--cpu", str(cpu)]
     env = {k: v for k, v in os.environ.items() if k != "CAPSEARCH_STORAGE"}
     proc = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -327,9 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storages",
         nargs="+",
-        choices=("postgresql", "proxy"),
-        default=["postgresql", "proxy"],
-        help="with --proxy: the rows to run (default both)",
+        choices=("postgresql", "proxy", "pinned"),
+        default=["postgresql", "proxy", "pinned"],
+        help="with --proxy: the rows to run (pinned: proxy --cpu 0, workers on the other CPUs)",
     )
     parser.add_argument(
         "--no-barrier",

@@ -52,8 +52,8 @@ class Proxy:
         self.proc: subprocess.Popen[str] | None = None
         self.logs: list[str] = []
 
-    def start(self) -> None:
-        argv = [sys.executable, "-m", "search", "proxy", "--storage", self.db_url]
+    def start(self, *extra: str) -> None:
+        argv = [sys.executable, "-m", "search", "proxy", "--storage", self.db_url, *extra]
         self.proc = subprocess.Popen(
             [*argv, "--port", str(self.port)],
             cwd=ROOT,
@@ -134,6 +134,46 @@ def test_workers_through_the_proxy_finish_exactly_the_budget(proxy: Proxy) -> No
         ).stdout
     )
     assert "stopped by SIGTERM (24 trials reserved" in proxy.stop()
+
+
+def _cpus_of_every_thread(pid: int) -> set[str]:
+    """Each thread's ``Cpus_allowed_list`` from /proc (e.g. ``{"1"}``)."""
+    found = set()
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for line in status.read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                found.add(line.split(":", 1)[1].strip())
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="--cpu is Linux only")
+def test_a_proxy_pinned_to_one_cpu_keeps_every_thread_there(postgres: ThrowawayPostgres) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    server = Proxy(postgres.url)
+    server.start("--cpu", str(cpu))
+    try:
+        proc = _launch(server.url, "proxy_pinned", n=2, trials=8, sleep=0.0)
+        out, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, out[-3000:]
+        assert server.proc is not None
+        assert _cpus_of_every_thread(server.proc.pid) == {str(cpu)}  # gRPC's threads too
+        assert len(_trials(server.db_url, "proxy_pinned")) == 8
+    finally:
+        server.stop()
+
+
+def test_a_cpu_the_proxy_may_not_use_is_one_line_and_exit_2(postgres: ThrowawayPostgres) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "search", "proxy", "--storage", postgres.url, "--cpu", "4096"],
+        cwd=ROOT,
+        env=_env(postgres.url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--cpu 4096 is not a CPU this process may use" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_a_worker_killed_by_sigkill_has_its_trial_rerun(proxy: Proxy) -> None:

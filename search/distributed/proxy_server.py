@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import signal
 import threading
 import warnings
@@ -34,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -64,7 +66,7 @@ from search.storage.retry import (
 )
 from search.storage.urls import mask_url
 
-__all__ = ["ProxyBackend", "serve_proxy"]
+__all__ = ["ProxyBackend", "pin_to_cpu", "serve_proxy"]
 
 _logger = logging.getLogger(__name__)
 
@@ -250,6 +252,39 @@ class ProxyBackend:
                     )
 
 
+def pin_to_cpu(cpu: int) -> None:
+    """Keep this process (its threads, and those it starts from now on) on one CPU.
+
+    Raises:
+        UsageError: Not Linux, or ``cpu`` is not among the CPUs this process may use.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        raise UsageError(
+            "--cpu needs Linux (os.sched_setaffinity); start the proxy without it, or pin it "
+            "with the system's own tool"
+        )
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu not in allowed:
+        raise UsageError(
+            f"--cpu {cpu} is not a CPU this process may use ({_ranges(allowed)}); pass one of them"
+        )
+    tasks = Path("/proc/self/task")  # threads started before this call (imports) too
+    for thread_id in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(thread_id, {cpu})
+
+
+def _ranges(cpus: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2, 5``."""
+    parts: list[str] = []
+    for cpu in cpus:
+        if parts and cpu == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{cpu}"
+        else:
+            parts.append(str(cpu))
+    return ", ".join(parts)
+
+
 def _meanwhile() -> str:
     """What the proxy does while its database is away (its warning line says it)."""
     wait, here = settings.STORAGE_WAIT.name, outage_wait_seconds()
@@ -287,6 +322,7 @@ def serve_proxy(
     liveness: Liveness,
     echo: Echo = print,
     stop: threading.Event | None = None,
+    cpu: int | None = None,
 ) -> int:
     """Serve the storage at ``url`` through Optuna's gRPC proxy until SIGINT or SIGTERM.
 
@@ -298,12 +334,16 @@ def serve_proxy(
         liveness: How often the dead workers' trials are looked for.
         echo: Where the proxy's lines go.
         stop: Set to stop (tests); SIGINT and SIGTERM set it too.
+        cpu: Run on this one CPU (Linux). The proxy's threads share one interpreter lock, so
+            it never uses more than one core; kept on one, the lock does not change hands
+            across cores, and a trial costs it about half the CPU time (``BENCHMARKS.md``).
 
     Returns:
         0 after a clean stop.
 
     Raises:
-        UsageError: ``port`` out of range, or the address cannot be bound.
+        UsageError: ``port`` out of range, the address cannot be bound, or ``cpu`` is not one
+            this process may run on.
         StorageError: The database cannot be opened (or ``url`` is itself a proxy).
     """
     if not 1 <= port <= 65535:
@@ -315,6 +355,8 @@ def serve_proxy(
             f"Cannot serve '{mask_url(url)}': a proxy serves a database, not another proxy; "
             "pass --storage postgresql://..."
         )
+    if cpu is not None:
+        pin_to_cpu(cpu)  # first: every thread started from here on inherits it
     rdb = open_worker_storage(url, liveness, wait_outages=False, pool_size=_POOL_SIZE)
     assert isinstance(rdb, optuna.storages.RDBStorage)
     backend = ProxyBackend(rdb, echo)
