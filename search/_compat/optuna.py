@@ -458,8 +458,7 @@ def widen_choices(
             connection.execute(update)
             rewritten += 1
     cached = study_storage(study)
-    studies = getattr(cached, "_studies", None)  # _CachedStorage: read the trials again
-    if isinstance(studies, dict):
-        studies.pop(study_id(study), None)
+    if cached is not storage:  # Optuna's _CachedStorage in front: it reads the trials again
+        _get(cached, "_studies").pop(study_id(study), None)
     forget_cached_trials(study)
     return rewritten
