@@ -24,18 +24,26 @@ own on the server (created and dropped here), so that ``pg_stat_activity`` count
 run's connections: peak server connections (sampled every 50 ms), server CPU per trial (the
 CPU time of the run's PostgreSQL backends, plus the proxy process's), exact budget, errors.
 The ``proxy --cpu 0`` rows pin the proxy to CPU 0 and the workers to the other CPUs, as a proxy
-on a host of its own would run. Each row is the median run by trials/s of ``--repeat``.
+on a host of its own would run; the machine's PostgreSQL still runs on every CPU, beside the
+workers. The ``split`` rows put a PostgreSQL server of the bench's own
+(:class:`search.testing.throwaway_postgres.ThrowawayPostgres`, ``fsync`` on) and the proxy on
+CPU 0 and the workers on the others, as a database host and worker hosts would be: the
+workers never run on the server side's CPU. Each row is the median run by trials/s of
+``--repeat``; the runs go in rounds (every row once, then again), so that a slow spell of the
+shared machine does not fall on one row only.
 
 Example:
     $ python -m benchmarks.bench_storage --trials 400
     $ python benchmarks/bench_storage.py --workers 1 8 --no-postgres
     $ python -m benchmarks.bench_storage --proxy --workers 8 32 64 --trials 640
     $ python -m benchmarks.bench_storage --proxy --storages proxy --workers 8 64 --trials 640
+    $ python -m benchmarks.bench_storage --proxy --storages split --workers 8 64 --repeat 5
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -196,23 +204,28 @@ class ServerSampler:
         return sum(self.cpu.values())
 
 
-def _proxy_run(admin: Any, backend: str, workers: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One run in a database of its own: the launch's report, peak connections, CPU times."""
+def _proxy_run(
+    server_url: str, backend: str, workers: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One run in a database of its own on the server at ``server_url``: the launch's report,
+    peak connections, CPU times."""
     import psutil
     import sqlalchemy
 
+    admin = _engine(server_url, isolation_level="AUTOCOMMIT")
     database = f"capsearch_bench_{uuid.uuid4().hex[:8]}"
     with admin.connect() as connection:
         connection.execute(sqlalchemy.text(f'CREATE DATABASE "{database}"'))
-    db_url = PG_URL.rsplit("/", 1)[0] + f"/{database}"
+    db_url = server_url.rsplit("/", 1)[0] + f"/{database}"
     proxy: subprocess.Popen[str] | None = None
     proxy_cpu = 0.0
-    others = _other_cpus(0) if backend == "pinned" else None
+    pinned = backend in ("pinned", "split")
+    others = _other_cpus(0) if pinned else None
     try:
         url = db_url
         if backend != "postgresql":
-            proxy, url = _start_proxy(db_url, cpu=0 if backend == "pinned" else None)
-        with ServerSampler(PG_URL, database) as sampler:
+            proxy, url = _start_proxy(db_url, cpu=0 if pinned else None)
+        with ServerSampler(server_url, database) as sampler:
             try:
                 run = run_one(
                     url, "bench", workers, args.trials, barrier=not args.no_barrier, cpus=others
@@ -230,6 +243,7 @@ def _proxy_run(admin: Any, backend: str, workers: int, args: argparse.Namespace)
             connection.execute(
                 sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             )
+        admin.dispose()
     return {**run, "peak": sampler.peak, "server_cpu": sampler.cpu_seconds, "proxy_cpu": proxy_cpu}
 
 
@@ -238,12 +252,37 @@ def _other_cpus(cpu: int) -> str:
     return ",".join(str(c) for c in sorted(os.sched_getaffinity(0)) if c != cpu)
 
 
-_LABELS = {"postgresql": "postgresql", "proxy": "proxy", "pinned": "proxy --cpu 0"}
+_LABELS = {
+    "postgresql": "postgresql",
+    "proxy": "proxy",
+    "pinned": "proxy --cpu 0",
+    "split": "split",
+}
 
 
 def proxy_compare(args: argparse.Namespace) -> int:
     """The second table: direct PostgreSQL versus the proxy, 8 to 64 workers."""
-    admin = _engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with contextlib.ExitStack() as stack:
+        return _proxy_table(args, stack)
+
+
+def _split_server(stack: contextlib.ExitStack) -> str | None:
+    """Start the ``split`` rows' own PostgreSQL on CPU 0 (stopped when ``stack`` closes);
+    its admin URL, or None (with the reason on stderr) when none can be started here."""
+    from search.testing.throwaway_postgres import ThrowawayPostgres, missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        print(f"no split rows: {reason}", file=sys.stderr)
+        return None
+    server = ThrowawayPostgres(cpus="0", durable=True)
+    stack.callback(server.cleanup)
+    server.init()
+    server.start()
+    return server.url
+
+
+def _proxy_table(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     lines: list[str] = []
 
     def emit(line: str) -> None:
@@ -251,24 +290,48 @@ def proxy_compare(args: argparse.Namespace) -> int:
         lines.append(line)
 
     storages = list(args.storages)
-    if "pinned" in storages and len(os.sched_getaffinity(0)) < 2:
-        print("one CPU only: no pinned rows", file=sys.stderr)
-        storages.remove("pinned")
+    if len(os.sched_getaffinity(0)) < 2:
+        for kind in {"pinned", "split"} & set(storages):
+            print(f"one CPU only: no {kind} rows", file=sys.stderr)
+            storages.remove(kind)
+    servers = {kind: PG_URL for kind in storages}
+    if "split" in storages:
+        own = _split_server(stack)
+        if own is None:
+            storages.remove("split")
+        else:
+            servers["split"] = own
     emit(
         f"{os.cpu_count()} cores (shared with the server and the proxy), null objective, "
         f"{args.trials} trials per run, workers, proxy and server on one host (loopback); "
-        f"each row the median of {args.repeat} runs by trials/s (range in brackets)\n"
+        f"each row the median of {args.repeat} runs by trials/s (range in brackets)"
     )
+    if "pinned" in storages:
+        emit("`proxy --cpu 0`: the proxy on CPU 0, the workers on the others (`taskset`)")
+    if "split" in storages:
+        emit(
+            "`split`: the proxy and a PostgreSQL server of the bench's own (`fsync` on) on CPU 0, "
+            "the workers on the others, as a database host and worker hosts"
+        )
+    emit("")
     emit(
         "| storage | workers | trials/s | ms/trial/worker | peak server connections | "
         "server CPU ms/trial | finished (target) | other trials | errors |"
     )
     emit("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     results: dict[tuple[str, int], dict[str, Any]] = {}
+    # Rounds of every row in turn, not each row's runs in a row: a slow spell of the shared
+    # machine then slows one run of every row instead of every run of one.
+    all_runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for _ in range(args.repeat):
+        for backend in storages:
+            for workers in args.workers:
+                run = _proxy_run(servers[backend], backend, workers, args)
+                all_runs.setdefault((backend, workers), []).append(run)
     for backend in storages:
         label = _LABELS[backend]
         for workers in args.workers:
-            runs = [_proxy_run(admin, backend, workers, args) for _ in range(args.repeat)]
+            runs = all_runs[(backend, workers)]
             failed = [r for r in runs if "failed" in r]
             if failed:
                 emit(
@@ -294,9 +357,8 @@ def proxy_compare(args: argparse.Namespace) -> int:
                 f"{'/'.join(map(str, finished))} ({args.trials}) | "
                 f"{trials - int(run['finished'])} | {errors} |"
             )
-    admin.dispose()
     low, high = min(args.workers), max(args.workers)
-    for backend in ("proxy", "pinned"):
+    for backend in ("proxy", "pinned", "split"):
         via = results.get((backend, high))
         if via is None or (backend, low) not in results:
             continue
@@ -371,9 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--storages",
         nargs="+",
-        choices=("postgresql", "proxy", "pinned"),
-        default=["postgresql", "proxy", "pinned"],
-        help="with --proxy: the rows to run (pinned: proxy --cpu 0, workers on the other CPUs)",
+        choices=tuple(_LABELS),
+        default=list(_LABELS),
+        help=(
+            "with --proxy: the rows to run (pinned: proxy --cpu 0, workers on the other CPUs; "
+            "split: the proxy and a PostgreSQL server of the bench's own on CPU 0)"
+        ),
     )
     parser.add_argument(
         "--no-barrier",

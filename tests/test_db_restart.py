@@ -11,8 +11,8 @@ import pytest
 
 from search.errors import StorageUnavailable
 from search.storage.retry import is_outage, with_outage_retry
+from search.testing.throwaway_postgres import ThrowawayPostgres, missing_reason
 from tests.test_proxy import Proxy, _launch, _report, _trials
-from tests.throwaway_postgres import ThrowawayPostgres, missing_reason
 
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))
 

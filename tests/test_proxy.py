@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from search._compat import optuna as optuna_compat
-from tests.throwaway_postgres import ThrowawayPostgres, free_port, missing_reason
+from search.testing.throwaway_postgres import ThrowawayPostgres, free_port, missing_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(missing_reason() is not None, reason=str(missing_reason()))

@@ -1,7 +1,11 @@
-"""A PostgreSQL server of a test's own: its data directory, a free port, started and stopped.
+"""A PostgreSQL server of a test's (or a benchmark's) own: its data directory, a free port.
 
-Restart tests stop and start this server, never the machine's shared one. The server runs as
-the ``postgres`` user when the tests run as root (PostgreSQL refuses to run as root).
+Restart tests stop and start this server, never the machine's shared one; the storage
+benchmark runs one on the proxy's CPU, as a database host of its own would. The server runs as
+the ``postgres`` user when run as root (PostgreSQL refuses to run as root).
+
+Use: ``server = ThrowawayPostgres(); server.init(); server.start()``, then ``server.url``
+(``postgresql://postgres@127.0.0.1:<port>/postgres``) until ``server.cleanup()``.
 """
 
 from __future__ import annotations
@@ -28,15 +32,25 @@ def missing_reason() -> str | None:
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
 class ThrowawayPostgres:
-    """``initdb`` in a temporary folder, ``pg_ctl start/stop``; trust auth on 127.0.0.1."""
+    """``initdb`` in a temporary folder, ``pg_ctl start/stop``; trust auth on 127.0.0.1.
 
-    def __init__(self) -> None:
+    Args:
+        cpus: Run the server (every backend it starts) on these CPUs, ``taskset`` style
+            (``"0"``, ``"0-1"``); None: wherever the system schedules it.
+        durable: Keep ``fsync`` on, as a production server does; off (the default) suits tests,
+            whose data is thrown away.
+    """
+
+    def __init__(self, cpus: str | None = None, *, durable: bool = False) -> None:
+        self.cpus = cpus
+        self.durable = durable
         self.root = Path(tempfile.mkdtemp(prefix="capsearch-pg-"))
         self.data = self.root / "data"
         self.socket_dir = self.root / "sock"
@@ -70,12 +84,20 @@ class ThrowawayPostgres:
             conf.write(
                 f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
                 f"unix_socket_directories = '{self.socket_dir}'\nmax_connections = 200\n"
-                "fsync = off\nshared_buffers = 32MB\n"
+                f"fsync = {'on' if self.durable else 'off'}\nshared_buffers = 32MB\n"
             )
 
     def start(self) -> None:
-        self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "start")
+        pinned = ["taskset", "-c", self.cpus] if self.cpus else []
+        self._run(
+            *pinned, str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "start"
+        )
         self.events.append(("up", time.time()))
+
+    @property
+    def pid(self) -> int:
+        """The running server's process id (the first line of ``postmaster.pid``)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     def stop(self) -> None:
         self._run(
