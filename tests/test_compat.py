@@ -244,8 +244,10 @@ def test_running_trials_are_found_by_a_system_attribute(tmp_path: Path) -> None:
 def test_widen_choices_rewrites_the_stored_choice_lists_and_keeps_every_value(
     tmp_path: Path,
 ) -> None:
-    # TrialParamModel (trial_params: param_name, param_value, distribution_json) and
-    # _CachedStorage._studies: the stored trials take a longer choice list, cache dropped.
+    # TrialParamModel (trial_params: param_name, param_value, distribution_json),
+    # StudyUserAttributeModel (study_user_attributes: study_id, key, value_json) and
+    # _CachedStorage._studies: the stored trials take a longer choice list with the study's
+    # attributes, in one transaction, cache dropped.
     from optuna.storages._rdb import models
 
     params = models.TrialParamModel.__table__
@@ -253,6 +255,9 @@ def test_widen_choices_rewrites_the_stored_choice_lists_and_keeps_every_value(
     assert {"trial_id", "param_name", "param_value", "distribution_json"} <= set(
         params.columns.keys()
     ), OPTUNA
+    attrs = models.StudyUserAttributeModel.__table__
+    assert attrs.name == "study_user_attributes", OPTUNA
+    assert {"study_id", "key", "value_json"} <= set(attrs.columns.keys()), OPTUNA
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'widen.db'}")
     assert isinstance(getattr(study._storage, "_studies", None), dict), OPTUNA
     for batch, act in ((512, "relu"), (64, "tanh"), (512, "tanh")):
@@ -264,8 +269,22 @@ def test_widen_choices_rewrites_the_stored_choice_lists_and_keeps_every_value(
 
     study.optimize(objective, n_trials=3)
     assert [t.params["batch"] for t in study.trials] == [512, 64, 512]  # read: now cached
+    study.set_user_attr("space", "old")
     wider = [32, 512, 64]  # another order: the stored indices are re-pointed
-    assert optuna_compat.widen_choices(study, lambda name: name == "batch", wider) == 3
+
+    def is_batch(name: str) -> bool:
+        return name == "batch"
+
+    # A write that fails inside the transaction (a value JSON cannot store) changes nothing.
+    with pytest.raises(TypeError):
+        optuna_compat.widen_choices(study, [(is_batch, wider)], user_attrs={"bad": object()})
+    assert {t.distributions["batch"].choices for t in study.trials} == {(64, 512)}
+    assert study.user_attrs == {"space": "old"}
+    rewritten = optuna_compat.widen_choices(
+        study, [(is_batch, wider)], user_attrs={"space": "new", "added": [1]}
+    )
+    assert rewritten == 3
+    assert study.user_attrs == {"space": "new", "added": [1]}, OPTUNA
     assert [t.params["batch"] for t in study.trials] == [512, 64, 512], OPTUNA
     assert {t.distributions["batch"].choices for t in study.trials} == {(32, 512, 64)}, OPTUNA
     assert {t.distributions["act"].choices for t in study.trials} == {("relu", "tanh")}
@@ -273,8 +292,9 @@ def test_widen_choices_rewrites_the_stored_choice_lists_and_keeps_every_value(
     study.optimize(lambda t: t.suggest_categorical("batch", wider), n_trials=2)
     assert all(t.state == TrialState.COMPLETE for t in study.trials), OPTUNA
     with pytest.raises(ValueError, match="in the new choices"):
-        optuna_compat.widen_choices(study, lambda name: name == "batch", [32, 64])
+        optuna_compat.widen_choices(study, [(is_batch, [32, 64])], user_attrs={"space": "x"})
     assert [t.params["batch"] for t in study.trials][:3] == [512, 64, 512]  # nothing changed
+    assert study.user_attrs["space"] == "new"
 
 
 def test_state_counts_query_counts_each_state(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
+from search._compat import optuna as optuna_compat
 from search.cli import main
 from search.data import Dataset
 from search.engine.fingerprint import data_fingerprint, differences
@@ -134,7 +135,10 @@ def _batch_sizes(url: str) -> list[tuple[int, tuple[int, ...]]]:
 
 @pytest.mark.slow
 def test_an_added_choice_resumes_with_the_flag_and_keeps_every_stored_value(
-    tmp_path: Path, storage_url: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    storage_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     two = ONE_TRIAL.replace("[pruner]", '[sampler]\nname = "random"\n\n[pruner]')
     path = write_study(tmp_path, "widened", two)
@@ -161,6 +165,25 @@ def test_an_added_choice_resumes_with_the_flag_and_keeps_every_stored_value(
     assert "1 trial(s) are running" in capsys.readouterr().err
     assert _batch_sizes(storage_url) == before
     stray.study.tell(stray, state=optuna.trial.TrialState.FAIL)
+
+    # A crash while the new space is stored (here in its last write, the study's attributes)
+    # leaves the old space whole: the lists and the fingerprint are the old ones, and the old
+    # file resumes and runs its trials. Before: the lists were rewritten in a transaction of
+    # their own, and the old file's trials then failed on Optuna's refusal of the old list.
+    def killed(*args: object) -> None:
+        raise RuntimeError("killed while the new space was stored")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(optuna_compat, "_set_study_user_attr", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            main(["run", str(path), "--storage", storage_url, "--trials", "5", "--allow-narrowed"])
+    assert _batch_sizes(storage_url) == before
+    path.write_text(two, encoding="utf-8")
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "4"]) == 0
+    before = _batch_sizes(storage_url)
+    assert len(before) == 4 and {choices for _, choices in before} == {(7, 21)}
+    path.write_text(wider, encoding="utf-8")
+    capsys.readouterr()
 
     # With the flag: every stored trial takes the longer list, its value kept; trials go on.
     code = main(["run", str(path), "--storage", storage_url, "--trials", "6", "--allow-narrowed"])

@@ -23,8 +23,10 @@ bound ``optuna>=4.2,<5.1`` keeps the installed version among them. What is used:
   (``trial_id``, ``key``, ``value_json``), read with one query each instead of loading every
   trial.
 * ``optuna.storages._rdb.models``' ``trial_params`` table (``param_name``, ``param_value``,
-  ``distribution_json``) and ``_CachedStorage._studies``: a choice list widened on the stored
-  trials (:func:`widen_choices`), in one transaction, and the cached copies dropped.
+  ``distribution_json``), ``study_user_attributes`` table (``study_id``, ``key``,
+  ``value_json``) and ``_CachedStorage._studies``: choice lists widened on the stored trials
+  with the study's attributes (:func:`widen_choices`), in one transaction, and the cached
+  copies dropped.
 * ``RDBStorage._create_new_trial``, ``_get_trials``, ``_get_stale_trial_ids`` (and
   ``_set_trial_param`` in 5.0) among the methods :data:`RDB_TRANSACTION_METHODS` lists: each is
   one transaction, and Optuna (its cache included) calls them through the instance, so
@@ -36,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -54,6 +56,7 @@ __all__ = [
     "CHECKED_VERSIONS",
     "RDB_TRANSACTION_METHODS",
     "RDB_TRANSACTION_METHODS_IF_PRESENT",
+    "Widening",
     "beating_trial_ids",
     "create_trial",
     "forget_cached_trials",
@@ -393,42 +396,52 @@ def wrap_storage_methods(
             setattr(storage, name, wrap(method))
 
 
+Widening = tuple[Callable[[str], bool], Collection[Any]]
+"""Which stored parameters (``is_param(name)``) take which longer choice list."""
+
+
 def widen_choices(
-    study: optuna.Study, is_param: Callable[[str], bool], choices: Collection[Any]
+    study: optuna.Study,
+    widenings: Sequence[Widening],
+    *,
+    user_attrs: Mapping[str, Any] | None = None,
 ) -> int:
-    """Give the study's stored categorical parameters a longer choice list, values kept.
+    """Give the study's stored categorical parameters longer choice lists, values kept.
 
     Optuna keeps one choice list per stored parameter and refuses another one; a list that
     only adds choices can still take the stored trials: each stored categorical parameter
-    named so that ``is_param(name)`` holds gets ``choices`` as its distribution and its stored
-    index re-pointed at the same value in the new list, all in one transaction on the
-    ``trial_params`` table. The study's cached trials are dropped, so that they are read again.
+    named so that ``is_param(name)`` holds (for the first widening whose ``is_param`` does)
+    gets that widening's choices as its distribution and its stored index re-pointed at the
+    same value in the new list. The study attributes ``user_attrs`` are written in the same
+    transaction on the ``trial_params`` and ``study_user_attributes`` tables, so that a crash
+    leaves either the old lists and attributes or the new ones, never a mix. The study's cached
+    trials are dropped, so that they are read again.
 
     Args:
         study: A study in an RDB storage (SQLite, PostgreSQL, MySQL).
-        is_param: Which parameter names to rewrite.
-        choices: The new list; it must contain every stored value.
+        widenings: ``(is_param, choices)`` pairs; ``choices`` must contain every stored value.
+        user_attrs: Study user attributes to set with them (JSON values, as Optuna stores).
 
     Returns:
         The number of stored parameter values rewritten.
 
     Raises:
-        ValueError: The study is not in an RDB storage, or a stored value is not in ``choices``.
+        ValueError: The study is not in an RDB storage, or a stored value is not in its new
+            choices (nothing is changed).
 
     Example:
         >>> study = optuna.create_study(storage="sqlite://")
         >>> study.enqueue_trial({"b": 64})
         >>> study.optimize(lambda t: t.suggest_categorical("b", [64, 512]), n_trials=1)
-        >>> widen_choices(study, lambda name: name == "b", [32, 64, 512])
+        >>> widen_choices(study, [(lambda name: name == "b", [32, 64, 512])], user_attrs={"v": 2})
         1
-        >>> study.trials[0].params, study.trials[0].distributions["b"].choices
-        ({'b': 64}, (32, 64, 512))
+        >>> study.trials[0].params, study.trials[0].distributions["b"].choices, study.user_attrs
+        ({'b': 64}, (32, 64, 512), {'v': 2})
     """
     storage = rdb_storage(study)
     if storage is None:
         raise ValueError("only a study in a database (sqlite://, postgresql://) can be rewritten")
-    wider = CategoricalDistribution(list(choices))
-    wider_json = distribution_to_json(wider)
+    lists = [(is_param, CategoricalDistribution(list(choices))) for is_param, choices in widenings]
     trial = _get(_models(), "TrialModel")
     param = _get(_models(), "TrialParamModel")
     rows = (
@@ -440,9 +453,10 @@ def widen_choices(
     )
     rewritten = 0
     with storage.engine.begin() as connection:  # all of them or none
-        for param_id, name, value, stored_json in connection.execute(rows).all():
+        for param_id, name, value, stored_json in connection.execute(rows).all() if lists else []:
             stored = json_to_distribution(stored_json)
-            if not is_param(name) or not isinstance(stored, CategoricalDistribution):
+            wider = next((d for is_param, d in lists if is_param(name)), None)
+            if wider is None or not isinstance(stored, CategoricalDistribution):
                 continue
             choice = stored.to_external_repr(value)
             if choice not in wider.choices:  # the transaction is rolled back: nothing changed
@@ -453,12 +467,34 @@ def widen_choices(
             update = (
                 sqlalchemy.update(param)
                 .where(param.param_id == param_id)
-                .values(param_value=wider.to_internal_repr(choice), distribution_json=wider_json)
+                .values(
+                    param_value=wider.to_internal_repr(choice),
+                    distribution_json=distribution_to_json(wider),
+                )
             )
             connection.execute(update)
             rewritten += 1
+        for key, attr_value in (user_attrs or {}).items():
+            _set_study_user_attr(connection, study_id(study), key, attr_value)
     cached = study_storage(study)
     if cached is not storage:  # Optuna's _CachedStorage in front: it reads the trials again
         _get(cached, "_studies").pop(study_id(study), None)
     forget_cached_trials(study)
     return rewritten
+
+
+def _set_study_user_attr(
+    connection: sqlalchemy.Connection, study: int, key: str, value: Any
+) -> None:
+    """``RDBStorage.set_study_user_attr`` on ``connection``, inside the caller's transaction."""
+    attrs = _get(_models(), "StudyUserAttributeModel")
+    value_json = json.dumps(value)  # as Optuna stores it; a value it cannot take raises here
+    found = connection.execute(
+        sqlalchemy.update(attrs)
+        .where(attrs.study_id == study, attrs.key == key)
+        .values(value_json=value_json)
+    )
+    if found.rowcount == 0:
+        connection.execute(
+            sqlalchemy.insert(attrs).values(study_id=study, key=key, value_json=value_json)
+        )

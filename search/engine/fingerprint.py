@@ -13,8 +13,9 @@ step, a searched key fixed to a value it could take, ``zero`` dropped) or *adds 
 choice list, ``allow_narrowed`` (the ``--allow-narrowed`` flag) lets the study resume with the
 new space: the stored study file, spec and fingerprint are replaced and the change is appended to
 the study's ``space_changes``. Optuna keeps one choice list per stored parameter, so added
-choices are first written onto the stored trials (:func:`search._compat.optuna.widen_choices`,
-one transaction; values kept), which needs the database itself and no trial running. A choice
+choices are written onto the stored trials with the new fingerprint
+(:func:`search._compat.optuna.widen_choices`, one transaction; values kept), which needs the
+database itself and no trial running. A choice
 list that loses or changes a choice is never allowed: stored trials took those values.
 
 Float arrays are hashed without the last 8 bits of their float32 mantissa, so a worker on
@@ -268,14 +269,13 @@ def check_resume(
     if not found:
         return []
     if allow_narrowed and all(d.allowed for d in found):
-        _widen_stored_choices(study, spec, [d for d in found if d.adds_choices])
-        study.set_user_attr("fingerprint", current)
-        study.set_user_attr("spec", _plain(spec.to_dict()))
-        if study_file_text is not None:
-            study.set_user_attr("study_file_text", study_file_text)
         changes = list(study.user_attrs.get("space_changes", []))
         changes.append({d.key: {"old": d.old, "new": d.new} for d in found})
-        study.set_user_attr("space_changes", changes)
+        attrs: dict[str, Any] = {"fingerprint": current, "spec": _plain(spec.to_dict())}
+        if study_file_text is not None:
+            attrs["study_file_text"] = study_file_text
+        attrs["space_changes"] = changes
+        _store_new_space(study, spec, [d for d in found if d.adds_choices], attrs)
         return found
     listed = "; ".join(d.describe() for d in found)
     if all(d.allowed for d in found):
@@ -292,20 +292,29 @@ def check_resume(
     )
 
 
-def _widen_stored_choices(study: optuna.Study, spec: StudySpec, added: list[Difference]) -> None:
-    """Write the longer choice lists onto the stored trials, before the study goes on."""
-    if not added:
-        return
+def _store_new_space(
+    study: optuna.Study, spec: StudySpec, added: list[Difference], attrs: dict[str, Any]
+) -> None:
+    """Store the accepted space: the study's ``attrs`` and, for ``added`` choices, the longer
+    lists on the stored trials, in one transaction where the study is in a database (a crash
+    then leaves the old space or the new one, never trials of one with the fingerprint of the
+    other)."""
     from search._compat import optuna as optuna_compat  # Optuna's schema: only when needed
 
+    in_database = optuna_compat.rdb_storage(study) is not None
+    if not in_database and not added:  # in memory or through a proxy: one call per attribute
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+        return
     keys = ", ".join(d.key for d in added)
-    if optuna_compat.rdb_storage(study) is None:
+    if not in_database:
         raise StudyMismatchError(
             f"study {spec.name!r}: adding choices ({keys}) rewrites its stored trials, which "
             "needs the database itself; nothing was run. Run this once with --storage set to "
             "the database URL (sqlite:// or postgresql://, not a grpc:// proxy), then as before."
         )
-    running = sum(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False) if added else []
+    running = sum(t.state.name == "RUNNING" for t in trials)
     if running:
         raise StudyMismatchError(
             f"study {spec.name!r}: adding choices ({keys}) rewrites its stored trials, and "
@@ -313,11 +322,13 @@ def _widen_stored_choices(study: optuna.Study, spec: StudySpec, added: list[Diff
             "workers (a dead worker's trial is failed by the next heartbeat check), then run "
             "again."
         )
+    widenings: list[optuna_compat.Widening] = []
     for difference in added:
         key = difference.key.removeprefix("space.")
         param = spec.space[key]
         assert isinstance(param, Choice)  # the new value has choices (_adds_choices)
-        optuna_compat.widen_choices(study, _param_names(key), param.choices)
+        widenings.append((_param_names(key), param.choices))
+    optuna_compat.widen_choices(study, widenings, user_attrs=attrs)
 
 
 def _param_names(key: str) -> Callable[[str], bool]:
