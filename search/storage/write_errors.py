@@ -30,28 +30,33 @@ class WriteProblem:
     fix: str
 
 
+# The fixes, each named once: the driver's words and the operating system's errno map to them.
 _WRITABLE = "make the storage file, the files beside it and its folder writable"
+_FREE_SPACE = "free space on the disk that holds the storage"
+_QUOTA = "free space or raise the disk quota"
+_READ_ONLY_FS = "remount the file system read-write or move the storage"
+_CHECK_DISK = "check the disk and that the storage file is still there and writable"
 
 # (what the driver says, in lower case; the fix)
 _PATTERNS: tuple[tuple[str, str], ...] = (
-    ("database or disk is full", "free space on the disk that holds the storage"),
-    ("no space left on device", "free space on the disk that holds the storage"),
+    ("database or disk is full", _FREE_SPACE),
+    ("no space left on device", _FREE_SPACE),
     ("could not extend file", "free space on the database server's disk"),
-    ("disk quota exceeded", "free space or raise the disk quota"),
+    ("disk quota exceeded", _QUOTA),
     ("attempt to write a readonly database", _WRITABLE),
-    ("read-only file system", "remount the file system read-write or move the storage"),
+    ("read-only file system", _READ_ONLY_FS),
     ("read-only transaction", "point --storage at a primary server that takes writes"),
-    ("disk i/o error", "check the disk and that the storage file is still there and writable"),
+    ("disk i/o error", _CHECK_DISK),
 )
 
 # errno of an OSError on a file of the storage -> the fix
 _OS_FIXES: dict[int, str] = {
     errno.EACCES: _WRITABLE,
     errno.EPERM: _WRITABLE,
-    errno.EROFS: "remount the file system read-write or move the storage",
-    errno.ENOSPC: "free space on the disk that holds the storage",
-    errno.EDQUOT: "free space or raise the disk quota",
-    errno.EIO: "check the disk and that the storage file is still there and writable",
+    errno.EROFS: _READ_ONLY_FS,
+    errno.ENOSPC: _FREE_SPACE,
+    errno.EDQUOT: _QUOTA,
+    errno.EIO: _CHECK_DISK,
 }
 
 
