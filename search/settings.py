@@ -57,6 +57,7 @@ __all__ = [
     "SPACES",
     "STORAGE",
     "STORAGE_WAIT",
+    "TEST_PG_BIN",
     "Setting",
     "artifacts_dir",
     "cache_dir",
@@ -68,6 +69,7 @@ __all__ = [
     "max_retry",
     "offline",
     "pg_synchronous_commit",
+    "postgres_bin_dir",
     "png_renderer",
     "spaces_dir",
     "storage_url",
@@ -277,6 +279,14 @@ STORAGE_WAIT = Setting(
     minimum=1,
 )
 
+TEST_PG_BIN = Setting(
+    "CAPSEARCH_TEST_PG_BIN",
+    "path",
+    Path("/usr/lib/postgresql/15/bin"),
+    "PostgreSQL's bin folder (initdb, pg_ctl) for the throw-away servers of the tests and the "
+    "storage benchmark (unset: /usr/lib/postgresql/15/bin).",
+)
+
 SETTINGS: dict[str, Setting] = {
     setting.name: setting
     for setting in (
@@ -294,6 +304,7 @@ SETTINGS: dict[str, Setting] = {
         INTER_OP_THREADS,
         PG_SYNCHRONOUS_COMMIT,
         STORAGE_WAIT,
+        TEST_PG_BIN,
     )
 }
 """Every ``CAPSEARCH_*`` variable the package reads, by name."""
@@ -396,6 +407,12 @@ def inter_op_threads() -> int | None:
         SettingsError: The value is not an integer >= 0.
     """
     value: int | None = INTER_OP_THREADS.read()
+    return value
+
+
+def postgres_bin_dir() -> Path:
+    """``CAPSEARCH_TEST_PG_BIN``: where ``initdb`` and ``pg_ctl`` of the throw-away servers are."""
+    value: Path = TEST_PG_BIN.read()
     return value
 
 

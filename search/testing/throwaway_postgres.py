@@ -18,7 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(os.environ.get("CAPSEARCH_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+from search import settings
+
+BIN = settings.postgres_bin_dir()
 
 
 def missing_reason() -> str | None:
