@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -139,7 +140,7 @@ def test_study_note_describes_the_study_and_its_results(memorize: TinyRun) -> No
     assert note.startswith(f"# {memorize.name}\n")
     assert "tiny memorize study for tests" in note  # the description
     assert "**Data** — `overfit30`" in note and "**Space**" in note and "| small |" in note
-    assert "step 0 is epoch 1" in note and "choices of dropout, batch_size as text" in note
+    assert "step 0 is epoch 1" in note and "choices of dropout, batch_size by value" in note
     assert RESULTS_HEADING in note and "baseline small" in note  # updated after the run
 
 
@@ -155,12 +156,11 @@ def _get(url: str) -> Any:
         return json.loads(body) if "json" in response.headers.get("Content-Type", "") else body
 
 
-@pytest.fixture(scope="module")
-def dashboard(memorize: TinyRun) -> Iterator[str]:
-    """``python -m search dashboard`` on the tiny study; yields its base URL."""
+def _serve_dashboard(storage_url: str) -> Iterator[str]:
+    """``python -m search dashboard`` on the storage; yields its base URL."""
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "search", "dashboard", "--storage", memorize.storage_url]
+        [sys.executable, "-m", "search", "dashboard", "--storage", storage_url]
         + ["--port", str(port)],
         cwd=ROOT,
         env=os.environ.copy(),
@@ -182,6 +182,12 @@ def dashboard(memorize: TinyRun) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def dashboard(memorize: TinyRun) -> Iterator[str]:
+    """The dashboard on the tiny study; yields its base URL."""
+    yield from _serve_dashboard(memorize.storage_url)
 
 
 @pytest.mark.slow
@@ -246,3 +252,50 @@ def test_dashboard_renders_the_study_in_chromium(
     _headless(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,900", page)
     assert shot.read_bytes().startswith(PNG_MAGIC)
     print(f"dashboard screenshot: {shot}")
+
+
+def _ticks_by_axis(dom: str) -> list[tuple[str, list[str]]]:
+    """(axis title, its tick labels) of every plot on a dumped page."""
+    axes = []
+    for plot in dom.split('class="plot-container')[1:]:
+        for axis in "xy":
+            marks = re.findall(rf'class="{axis}(tick|title)"[^>]*>(?:<[^>]*>)*([^<]*)', plot)
+            titles = [text for kind, text in marks if kind == "title"]
+            if titles:
+                axes.append((titles[0], [text for kind, text in marks if kind == "tick"]))
+    return axes
+
+
+@pytest.fixture(scope="module")
+def numeric_choices(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The dashboard on a study whose batch_size choices sort differently as text: base URL."""
+    storage = f"sqlite:///{tmp_path_factory.mktemp('choices') / 'studies.db'}"
+    study = optuna.create_study(study_name="numeric_choices", storage=storage)
+    for i, batch_size in enumerate([7, 21, 128, 1024] * 3):
+        study.enqueue_trial({"batch_size": batch_size, "units": 8 + 20 * i})
+    study.optimize(
+        lambda t: (
+            t.suggest_categorical("batch_size", [7, 21, 128, 1024]) / 1000
+            + t.suggest_int("units", 8, 256) / 100
+        ),
+        n_trials=12,
+    )
+    yield from _serve_dashboard(storage)
+
+
+@pytest.mark.slow
+def test_the_dashboard_plots_numeric_choices_in_numeric_order(
+    numeric_choices: str, tmp_path: Path
+) -> None:
+    # optuna-dashboard's own contour and rank plots put batch_size 1024 before 128 (text
+    # order); capsearch's page turns on its "Use Plotly Python library": Optuna's own plots.
+    browser = _chromium()
+    study_id = _get(f"{numeric_choices}/api/studies")["study_summaries"][0]["study_id"]
+    page = f"{numeric_choices}/dashboard/studies/{study_id}/analytics"
+    dom = _headless(browser, tmp_path / "profile", "--dump-dom", page).stdout
+    axes = [ticks for title, ticks in _ticks_by_axis(dom) if title == "batch_size"]
+    assert len(axes) >= 3, _ticks_by_axis(dom)  # slice, contour, rank
+    for ticks in axes:
+        values = [float(t.replace("\u2212", "-").replace(",", "")) for t in ticks]
+        assert len(values) >= 2 and values == sorted(values), ticks
+    assert "Slice Plot" in dom and "Contour Plot" in dom, "Optuna's plots, drawn on the server"

@@ -408,6 +408,27 @@ def test_keras_clear_session_empties_the_kernel_cache_unless_kept(
 
 
 # --------------------------------------------------------------------------------------------
+# optuna-dashboard
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_dashboard_page_has_its_bundle_tag_and_the_plot_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from search._compat import optuna_dashboard as dashboard_compat
+
+    dashboard_compat.check_page()
+    monkeypatch.setattr(dashboard_compat, "PLOT_BACKEND_KEY", "plotBackendGone")
+    with pytest.raises(
+        RuntimeError, match=r"optuna-dashboard \S+ has no bundle\.js setting plotBack"
+    ):
+        dashboard_compat.check_page()
+    monkeypatch.setattr(dashboard_compat, "BUNDLE_TAG", b"<script src='/gone.js'></script>")
+    with pytest.raises(RuntimeError, match=r"has no index\.html's <script src='/gone\.js'>"):
+        dashboard_compat.check_page()
+
+
+# --------------------------------------------------------------------------------------------
 # KerasTuner
 # --------------------------------------------------------------------------------------------
 

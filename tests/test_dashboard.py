@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -10,10 +11,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna_dashboard import wsgi
 
-from search.views.dashboard import is_loopback
+from search._compat.optuna_dashboard import BUNDLE_TAG, PLOT_BACKEND_KEY
+from search.views.dashboard import DEFAULTS_PATH, is_loopback, with_optuna_plots
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +31,45 @@ def _free_port() -> int:
 def test_loopback_addresses() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
+
+
+def _call(app: Any, path: str, **environ: str) -> tuple[str, dict[str, str], bytes]:
+    """One request to a WSGI app: status, headers and body."""
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        answer.update(status=status, headers=dict(headers))
+        return lambda data: None
+
+    env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "127.0.0.1"}
+    env.update(SERVER_PORT="8080", SERVER_PROTOCOL="HTTP/1.1", **environ)
+    env.update({"wsgi.url_scheme": "http", "wsgi.input": io.BytesIO()})
+    body = b"".join(app(env, start_response))
+    return answer["status"], answer["headers"], body
+
+
+def test_the_page_loads_the_plot_default_before_the_dashboard(tmp_path: Path) -> None:
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'studies.db'}")
+    raw = wsgi(storage)
+    app = with_optuna_plots(raw)
+    status, headers, page = _call(app, "/dashboard/studies/1/analytics")
+    tag = f'<script src="{DEFAULTS_PATH}"></script>'.encode()
+    assert status.startswith("200") and page.count(tag + BUNDLE_TAG) == 1
+    assert int(headers["Content-Length"]) == len(page)
+    assert "script-src 'self'" in headers["Content-Security-Policy"]  # the script is same-origin
+    assert page.replace(tag, b"") == _call(raw, "/dashboard")[2]  # nothing else changed
+    # A conditional or partial request still gets the whole page with the tag; HEAD no body.
+    cached = _call(app, "/dashboard", HTTP_IF_NONE_MATCH=headers["Etag"], HTTP_RANGE="bytes=0-9")
+    assert cached[0].startswith("200") and tag in cached[2]
+    head = _call(app, "/dashboard", REQUEST_METHOD="HEAD")
+    assert head[2] == b"" and head[1]["Content-Length"] == headers["Content-Length"]
+    status, headers, script = _call(app, DEFAULTS_PATH)
+    assert headers["Content-Type"] == "text/javascript"
+    assert script.decode() == (
+        f"if (window.localStorage.getItem('{PLOT_BACKEND_KEY}') === null) "
+        f"window.localStorage.setItem('{PLOT_BACKEND_KEY}', 'true');\n"
+    )
+    assert _call(app, "/api/studies")[2] == _call(raw, "/api/studies")[2]  # the API as it was
 
 
 def test_dashboard_lists_the_study_and_its_trials(tmp_path: Path) -> None:

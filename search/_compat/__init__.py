@@ -1,7 +1,7 @@
 """Adapters around the private parts of the libraries capsearch builds on: one module per library.
 
-Product code never names a private attribute of Optuna, TensorFlow or KerasTuner; it calls a
-small function of the adapter instead:
+Product code never names a private attribute of Optuna, TensorFlow, KerasTuner or
+optuna-dashboard; it calls a small function of the adapter instead:
 
 * :mod:`search._compat.optuna`: the study's storage and ids, the trial queue, the optimize-loop
   flags, the RDB schema (trial states, heartbeats) and the storage methods that are one
@@ -9,11 +9,13 @@ small function of the adapter instead:
 * :mod:`search._compat.tensorflow`: the global gradient registry and the kernel cache.
 * :mod:`search._compat.keras_tuner`: the hyperparameter types, the per-declaration hook of
   ``HyperParameters`` and the tuner hooks around each build.
+* :mod:`search._compat.optuna_dashboard`: the dashboard page's script tag and its setting that
+  draws the plots with Optuna's own functions.
 
 Each adapter imports only the library it wraps, names the versions it was checked with, and
 raises :class:`RuntimeError` naming the installed version when a name it relies on is gone
 (``tests/test_compat.py`` checks every one of them). This package itself imports none of the
-three libraries: importing an adapter imports its library, nothing more.
+four libraries: importing an adapter imports its library, nothing more.
 """
 
 from __future__ import annotations

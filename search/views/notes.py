@@ -74,8 +74,10 @@ def reading_the_dashboard(spec: StudySpec) -> str:
         >>> print(reading_the_dashboard(spec))  # doctest: +NORMALIZE_WHITESPACE
         **Reading the dashboard** — a learning curve's step is the epoch's index from 0, as
         Optuna's Keras callback reports it (step 0 is epoch 1; `best_epoch` counts from 1);
-        the slice and contour plots order the numeric choices of batch_size as text (1024
-        before 128): the trials table sorts them as numbers.
+        the slice, contour and rank plots are Optuna's own (Settings, "Use Plotly Python
+        library", on by default in `capsearch dashboard`), which order the numeric choices of
+        batch_size by value: turned off, the dashboard's plots order them as text (1024 before
+        128).
     """
     text = (
         "**Reading the dashboard** — a learning curve's step is the epoch's index from 0, as "
@@ -90,8 +92,10 @@ def reading_the_dashboard(spec: StudySpec) -> str:
     ]
     if numeric:
         text += (
-            f"; the slice and contour plots order the numeric choices of {', '.join(numeric)} "
-            "as text (1024 before 128): the trials table sorts them as numbers"
+            "; the slice, contour and rank plots are Optuna's own (Settings, \"Use Plotly Python "
+            'library", on by default in `capsearch dashboard`), which order the numeric choices '
+            f"of {', '.join(numeric)} by value: turned off, the dashboard's plots order them as "
+            "text (1024 before 128)"
         )
     return text + "."
 
