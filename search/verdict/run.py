@@ -192,12 +192,19 @@ def _worker_argv(spec: StudySpec, options: SearchOptions) -> Any:
 
 
 def test_scores(
-    spec: StudySpec, dataset: Dataset, best: FrozenTrial, echo: Echo = print
+    spec: StudySpec,
+    dataset: Dataset,
+    best: FrozenTrial,
+    echo: Echo = print,
+    searched: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The best configuration's test score, trained on ``train`` and on ``train+validation``.
 
     Each is trained with the best trial's seed for its best epoch count (what early stopping
-    kept); the test split is touched only here.
+    kept); the test split is touched only here. ``searched`` is the study's own
+    ``test_evaluation`` (:func:`search.runs.lifecycle.evaluate_best_on_test`): where it scored
+    the same trial, rows, seed and epochs, its figures are taken as they are, so that the verdict
+    and ``show`` give one test score for one model, and that model is not trained twice.
     """
     if spec.objective != "generalize" or dataset.x_test is None or dataset.y_test is None:
         return None
@@ -210,6 +217,18 @@ def test_scores(
     params = model_params(spec, best)
     out: dict[str, Any] = {}
     for rows, data in (("train", dataset), ("train+validation", train_and_validation(dataset))):
+        if _scored_by_the_search(searched, best.number, rows, epochs, seed):
+            assert searched is not None
+            echo(f"verdict: test score of trial {best.number} trained on {rows}: the search's")
+            out[rows] = {
+                "loss": searched["test_loss"],
+                "accuracy": searched["test_accuracy"],
+                "n_train": int(data.x_train.shape[0]),
+                "n_test": int(dataset.x_test.shape[0]),
+                "epochs": epochs,
+                "seed": seed,
+            }
+            continue
         echo(f"verdict: test score of trial {best.number} trained on {rows} ({epochs} epochs)")
         clear_session()
         # model.fit, not the shared graphs: their traced graphs are per process and data set,
@@ -229,6 +248,16 @@ def test_scores(
     return out
 
 
+def _scored_by_the_search(
+    searched: Mapping[str, Any] | None, trial: int, rows: str, epochs: int, seed: int
+) -> bool:
+    """Whether the search's test evaluation trained this very model (same rows, seed, epochs)."""
+    if not isinstance(searched, Mapping):
+        return False
+    same = (searched.get(k) for k in ("trial", "refit", "epochs", "seed"))
+    return tuple(same) == (trial, rows, epochs, seed) and searched.get("test_loss") is not None
+
+
 def _stored_tests(
     opened: _Opened, companion: optuna.Study, dataset: Dataset, best: FrozenTrial, echo: Echo
 ) -> dict[str, Any] | None:
@@ -236,7 +265,8 @@ def _stored_tests(
     if isinstance(stored, Mapping) and stored.get("trial") == best.number:
         return {k: v for k, v in stored.items() if k != "trial"}
     try:
-        scores = test_scores(opened.spec, dataset, best, echo)
+        searched = opened.study.user_attrs.get("test_evaluation")
+        scores = test_scores(opened.spec, dataset, best, echo, searched)
     except Exception as exc:  # the test score is one line of the verdict: never lose the rest
         echo(f"warning: verdict test score not computed ({type(exc).__name__}: {one_line(exc)})")
         return None
