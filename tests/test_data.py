@@ -541,7 +541,25 @@ def test_file_npz(tmp_path: Path) -> None:
             "no column 'x9'; the columns are x1, x2, y",
         ),
         ("x1,x2,y\n1,2,3\n", {"target": "z"}, "no column 'z'"),
-        ("x1,x2,y\n1,2,3\n4,oops,6\n", {}, "line 3, column 'x2': 'oops' is not a number"),
+        (
+            "x1,x2,y\n1,2,3\n4,oops,6\n",
+            {},
+            "line 3, column 'x2': 'oops' is not a number; fix or remove that row, or, for a "
+            "column of categories, encode it as numbers (one 0/1 column per category) or leave "
+            "it out of data.features.",
+        ),
+        (
+            "x1,x2,y\n1,2,3\n4,,6\n",
+            {},
+            "line 3, column 'x2': the cell is empty (a missing value); fill it in or remove "
+            "that row.",
+        ),
+        (
+            "x1,x2,y\n1,2,cat\n",
+            {},
+            "line 2, column 'y': 'cat' is not a number; fix or remove that row, or, for class "
+            'labels, set data.task to "binary" or "multiclass".',
+        ),
         ("x1,x2,y\n1,2,3\n4,5,nan\n", {}, "line 3, column 'y': 'nan' is not a finite number"),
         ("x1,x2,y\n1,2,3\n4,5\n", {}, "line 3: 2 cells but the header has 3"),
         ("y\n3\n", {"features": []}, "the only column is the target 'y'; add feature columns"),

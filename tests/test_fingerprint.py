@@ -201,3 +201,91 @@ def test_an_added_choice_resumes_with_the_flag_and_keeps_every_stored_value(
     code = main(["run", str(path), "--storage", storage_url, "--trials", "7", "--allow-narrowed"])
     assert code == 2
     assert "accepts only narrowed ranges, fixed values and added choices" in capsys.readouterr().err
+
+
+HYPERMODEL_STUDY = """
+description = "a hypermodel whose code is edited between runs"
+objective = "memorize"
+trials = 4
+
+[data]
+source = "overfit30"
+
+[hypermodel]
+module = "edited_hypermodel.py"
+build = "build_model"
+
+[training]
+epochs = 2
+seed = 0
+
+[sampler]
+name = "random"
+
+[pruner]
+name = "none"
+"""
+
+HYPERMODEL = """
+import keras
+
+
+def build_model(hp):
+    model = keras.Sequential([keras.Input((1,))])
+    for i in range(hp.Int("layers", 1, 3)):  # the widths past the first: off the default path
+        model.add(keras.layers.Dense(hp.Choice(f"units_{i}", [4, 8]), activation="tanh"))
+    model.add(keras.layers.Dense(1))
+    model.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-3, 1e-2)), loss="mse")
+    return model
+"""
+
+
+@pytest.mark.slow
+def test_an_edited_hypermodel_is_refused_at_resume_down_every_stored_path(
+    tmp_path: Path, storage_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = tmp_path / "edited_hypermodel.py"
+    code.write_text(HYPERMODEL, encoding="utf-8")
+    path = write_study(tmp_path, "edited_hm", HYPERMODEL_STUDY)
+    assert main(["run", str(path), "--storage", storage_url]) == 0
+    study = optuna.load_study(study_name="edited_hm", storage=storage_url)
+    assert any("units_1" in t.params for t in study.trials)  # a stored path off the default
+    stored = [(t.number, t.state, t.params) for t in study.trials]
+    capsys.readouterr()
+
+    # The code adds a width. Before: "study resumed", then every trial FAIL on Optuna's
+    # "CategoricalDistribution does not support dynamic value space" (10 in a row, exit 1).
+    code.write_text(HYPERMODEL.replace("[4, 8]", "[4, 8, 16]"), encoding="utf-8")
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "hypermodel.units_0" in err and "hypermodel.units_1" in err  # units_1: a replayed path
+    assert '{"choices": [4, 8]} -> {"choices": [4, 8, 16]}' in err and "--allow-narrowed" in err
+    study = optuna.load_study(study_name="edited_hm", storage=storage_url)
+    assert [(t.number, t.state, t.params) for t in study.trials] == stored
+
+    # Added choices resume with the flag, every stored value kept; no trial fails.
+    code_ = main(["run", str(path), "--storage", storage_url, "--trials", "6", "--allow-narrowed"])
+    assert code_ == 0, capsys.readouterr().err
+    study = optuna.load_study(study_name="edited_hm", storage=storage_url)
+    assert [t.params for t in study.trials[: len(stored)]] == [p for _, _, p in stored]
+    assert [t.state.name for t in study.trials].count("COMPLETE") == 6
+    widths = {t.distributions[n].choices for t in study.trials for n in t.params if "units" in n}
+    assert widths == {(4, 8, 16)}
+    assert set(study.user_attrs["space_changes"][-1]) >= {"hypermodel.units_0"}
+
+    # A changed scale or a dropped choice: refused, with the flag too; a moved range is not a
+    # difference at all (Optuna samples a range that moved).
+    code.write_text(HYPERMODEL.replace('"lr", 1e-3, 1e-2', '"lr", 1e-3, 1e-2, sampling="log"'))
+    assert (
+        main(["run", str(path), "--storage", storage_url, "--trials", "7", "--allow-narrowed"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "hypermodel.lr" in err and "accepts only narrowed ranges" in err
+    code.write_text(HYPERMODEL.replace("[4, 8]", "[8, 16]"), encoding="utf-8")
+    assert (
+        main(["run", str(path), "--storage", storage_url, "--trials", "7", "--allow-narrowed"]) == 2
+    )
+    assert "hypermodel.units_0" in capsys.readouterr().err
+    code.write_text(HYPERMODEL.replace("[4, 8]", "[4, 8, 16]").replace("1e-2", "2e-2"))
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "7"]) == 0

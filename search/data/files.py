@@ -69,11 +69,23 @@ OPTIONS = (
 )
 
 
-def _number(cell: str, where: str) -> float:
+def _number(cell: str, where: str, *, target: bool = False) -> float:
+    """A CSV cell as a finite float, or a one-line error naming the cell and the way out."""
+    if not cell.strip():
+        raise DataError(
+            f"{where}: the cell is empty (a missing value); fill it in or remove that row."
+        )
     try:
         value = float(cell)
     except ValueError:
-        raise DataError(f"{where}: {cell!r} is not a number; fix or remove that row.") from None
+        fix = (
+            'fix or remove that row, or, for class labels, set data.task to "binary" or '
+            '"multiclass"'
+            if target
+            else "fix or remove that row, or, for a column of categories, encode it as numbers "
+            "(one 0/1 column per category) or leave it out of data.features"
+        )
+        raise DataError(f"{where}: {cell!r} is not a number; {fix}.") from None
     if not math.isfinite(value):
         raise DataError(f"{where}: {cell!r} is not a finite number; fix or remove that row.")
     return value
@@ -139,7 +151,7 @@ def read_csv(
                 where = f"{path}, line {line}, column {target!r}"
                 if not cell:
                     raise DataError(f"{where}: the target is empty; fill in or remove that row.")
-                targets.append(_number(cell, where) if numeric_target else cell)
+                targets.append(_number(cell, where, target=True) if numeric_target else cell)
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"cannot read {path}: {one_line(error)}") from error
     if not rows:

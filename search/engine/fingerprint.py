@@ -18,6 +18,14 @@ choices are written onto the stored trials with the new fingerprint
 database itself and no trial running. A choice
 list that loses or changes a choice is never allowed: stored trials took those values.
 
+A hypermodel's space is its Python code, which the fingerprint names but cannot read: an edited
+``build(hp)`` (or one redefined in a notebook) keeps its name. So the hyperparameters it declares
+now (:func:`search.kerastuner.probe_space`, the default path) are also compared with the
+distributions its stored trials were sampled from, by Optuna's own rule
+(``optuna.distributions.check_distribution_compatibility``: a range may move, its scale and kind
+may not, a choice list may not change); a difference is the same one-line error, and added
+choices resume under the same flag.
+
 Float arrays are hashed without the last 8 bits of their float32 mantissa, so a worker on
 another host whose standardization differs in the last bits still matches.
 
@@ -36,7 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +56,7 @@ from search.spec.space import Choice
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.distributions import BaseDistribution
 
     from search.data import Dataset
     from search.spec.studyfile import StudySpec
@@ -56,7 +65,9 @@ __all__ = [
     "Difference",
     "check_resume",
     "data_fingerprint",
+    "declared_differences",
     "differences",
+    "distribution_form",
     "record_fingerprint",
     "study_fingerprint",
 ]
@@ -229,6 +240,61 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[Differe
     return out
 
 
+def distribution_form(distribution: BaseDistribution) -> dict[str, Any]:
+    """An Optuna distribution in the study-file form the messages print.
+
+    Example:
+        >>> from optuna.distributions import CategoricalDistribution, FloatDistribution
+        >>> distribution_form(CategoricalDistribution([16, 32]))
+        {'choices': [16, 32]}
+        >>> distribution_form(FloatDistribution(1e-4, 1e-2, log=True))
+        {'kind': 'float', 'low': 0.0001, 'high': 0.01, 'log': True}
+    """
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    if isinstance(distribution, CategoricalDistribution):
+        return {"choices": list(distribution.choices)}
+    attrs = vars(distribution)
+    out: dict[str, Any] = {"kind": "int" if isinstance(distribution, IntDistribution) else "float"}
+    out |= {"low": attrs["low"], "high": attrs["high"], "log": attrs["log"]}
+    if attrs.get("step") not in (None, 1):
+        out["step"] = attrs["step"]
+    return out
+
+
+def declared_differences(
+    study: optuna.Study, declared: Mapping[str, BaseDistribution]
+) -> list[Difference]:
+    """The hyperparameters declared now that the stored trials sampled otherwise, by Optuna's rule.
+
+    Example:
+        >>> import optuna
+        >>> from optuna.distributions import CategoricalDistribution as C
+        >>> study = optuna.create_study()
+        >>> study.optimize(lambda t: t.suggest_categorical("units_0", [16, 32]), n_trials=1)
+        >>> (found,) = declared_differences(study, {"units_0": C([16, 32, 64])})
+        >>> found.key, found.adds_choices
+        ('hypermodel.units_0', True)
+        >>> declared_differences(study, {"units_0": C([16, 32]), "new_one": C([1, 2])})
+        []
+    """
+    from optuna.distributions import check_distribution_compatibility
+
+    stored: dict[str, BaseDistribution] = {}
+    for trial in reversed(study.get_trials(deepcopy=False)):  # the latest: after any widening
+        for name, distribution in trial.distributions.items():
+            if name in declared:
+                stored.setdefault(name, distribution)
+    out: list[Difference] = []
+    for name in sorted(stored):
+        try:
+            check_distribution_compatibility(stored[name], declared[name])
+        except ValueError:
+            old, new = distribution_form(stored[name]), distribution_form(declared[name])
+            out.append(Difference(f"hypermodel.{name}", old, new, False, _adds_choices(old, new)))
+    return out
+
+
 def record_fingerprint(study: optuna.Study, spec: StudySpec, dataset: Dataset | None) -> None:
     """Store the fingerprint on a study just created."""
     study.set_user_attr("fingerprint", study_fingerprint(spec, dataset))
@@ -241,6 +307,7 @@ def check_resume(
     *,
     allow_narrowed: bool = False,
     study_file_text: str | None = None,
+    declared: Mapping[str, BaseDistribution] | None = None,
 ) -> list[Difference]:
     """Compare a resumed study with what it was made with; raise on a difference.
 
@@ -248,6 +315,8 @@ def check_resume(
         study: The stored study, just loaded.
         spec: The study file (or the Python call's spec) now.
         dataset: The data now (``None``: the arrays are not compared).
+        declared: A hypermodel's hyperparameters as declared now (name to Optuna
+            distribution), compared with its stored trials' (:func:`declared_differences`).
         allow_narrowed: Resume anyway where every difference only narrows the space or adds
             choices; the study's stored file, spec and fingerprint then become the new ones
             (added choices are written onto the stored trials first).
@@ -262,16 +331,17 @@ def check_resume(
             database, or trials running).
     """
     stored = stored_fingerprint(study)
-    if stored is None:
-        return []
     current = study_fingerprint(spec, dataset)
-    found = differences(stored, current)
+    found = differences(stored, current) if stored is not None else []
+    found += declared_differences(study, declared) if declared else []
     if not found:
         return []
     if allow_narrowed and all(d.allowed for d in found):
         changes = list(study.user_attrs.get("space_changes", []))
         changes.append({d.key: {"old": d.old, "new": d.new} for d in found})
-        attrs: dict[str, Any] = {"fingerprint": current, "spec": _plain(spec.to_dict())}
+        attrs: dict[str, Any] = {"spec": _plain(spec.to_dict())}
+        if stored is not None:  # a study stored before fingerprints keeps having none
+            attrs["fingerprint"] = current
         if study_file_text is not None:
             attrs["study_file_text"] = study_file_text
         attrs["space_changes"] = changes
@@ -324,6 +394,11 @@ def _store_new_space(
         )
     widenings: list[optuna_compat.Widening] = []
     for difference in added:
+        choices: Collection[Any] = difference.new["choices"]  # a list of choices (_adds_choices)
+        if difference.key.startswith("hypermodel."):
+            name = difference.key.removeprefix("hypermodel.")
+            widenings.append((name.__eq__, choices))
+            continue
         key = difference.key.removeprefix("space.")
         param = spec.space[key]
         assert isinstance(param, Choice)  # the new value has choices (_adds_choices)

@@ -20,7 +20,13 @@ import numpy as np
 import optuna
 from optuna_integration import KerasPruningCallback
 
-from search.kerastuner import OptunaHyperParameters, load_hypermodel, probe_space, train_hypermodel
+from search.kerastuner import (
+    OptunaHyperParameters,
+    load_hypermodel,
+    probe_space,
+    probe_stored_paths,
+    train_hypermodel,
+)
 from search.kerastuner.training import RecordHpValues
 from search.training.prepared import History, PreparedData
 from search.training.run import (
@@ -34,6 +40,7 @@ from search.training.session import clear_session
 
 if TYPE_CHECKING:
     import keras_tuner
+    from optuna.distributions import BaseDistribution
 
     from search.spec.studyfile import StudySpec
 
@@ -60,6 +67,10 @@ class Objective:
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Sample every hyperparameter of the space (fixed ones are filled in)."""
         return self.spec.suggest(trial)
+
+    def declared(self, study: optuna.Study) -> dict[str, BaseDistribution]:
+        """What a resume compares beyond the fingerprint: none (the study file is the space)."""
+        return {}
 
     def epoch_cap(self, trial: optuna.Trial) -> int | None:
         """A baseline's own epoch cap (``epochs`` in its table); None: the study's epochs."""
@@ -280,6 +291,14 @@ class HypermodelObjective(Objective):
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         raise NotImplementedError("hypermodel trials sample while the hypermodel builds")
+
+    def declared(self, study: optuna.Study) -> dict[str, BaseDistribution]:
+        """The hyperparameters the hypermodel declares now, as Optuna samples them: on the
+        default path (``build`` and ``fit``) and on the paths ``study``'s trials took. A resume
+        compares them with the stored trials' distributions: the code is the space."""
+        trials = study.get_trials(deepcopy=False)
+        mirrors = probe_stored_paths(self.hypermodel, trials, self.mirrors)
+        return {name: mirror.distribution for name, mirror in mirrors.items()}
 
     def train(
         self,

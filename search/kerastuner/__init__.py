@@ -50,7 +50,7 @@ from search.kerastuner.hyperparameters import (
     trial_hp_values,
 )
 from search.kerastuner.loading import hypermodel_target, load_hypermodel
-from search.kerastuner.probing import check_model, probe_space
+from search.kerastuner.probing import check_model, probe_space, probe_stored_paths
 from search.kerastuner.space_hypermodel import SpaceHyperModel, declare_space, used_values
 from search.kerastuner.training import train_hypermodel
 
@@ -65,6 +65,7 @@ __all__ = [
     "load_hypermodel",
     "mirror_of",
     "probe_space",
+    "probe_stored_paths",
     "train_hypermodel",
     "trial_hp_values",
     "used_values",

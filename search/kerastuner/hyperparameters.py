@@ -223,6 +223,38 @@ class ProbeHyperParameters(MirroringHyperParameters):
         return hp.default
 
 
+class ReplayHyperParameters(MirroringHyperParameters):
+    """A stored trial's values where the declarations still allow them (else the defaults),
+    collecting mirrors: to walk the conditional paths the stored trials took.
+
+    Example:
+        >>> hp = ReplayHyperParameters({"layers": 3, "units_2": 999})
+        >>> hp.Int("layers", 1, 3), hp.Choice("units_2", [16, 32])
+        (3, 16)
+        >>> sorted(hp.mirrors)
+        ['layers', 'units_2']
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.replayed = dict(values)
+
+    def _pick(self, mirror: Mirror, hp: Any) -> Any:
+        value = self.replayed.get(mirror.name, hp.default)
+        try:
+            return value if _allows(mirror, mirror.param(value)) else hp.default
+        except (TypeError, ValueError):  # e.g. a stored text for a range now
+            return hp.default
+
+
+def _allows(mirror: Mirror, param: Any) -> bool:
+    d = mirror.distribution
+    if isinstance(d, CategoricalDistribution):
+        return any(type(c) is type(param) and c == param for c in d.choices)
+    assert isinstance(d, (IntDistribution, FloatDistribution))
+    return bool(d.low <= param <= d.high)
+
+
 def fixed_hyperparameters(values: Mapping[str, Any]) -> keras_tuner.HyperParameters:
     """A plain KerasTuner ``HyperParameters`` holding ``values``, as KerasTuner's oracle hands it.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -13,6 +15,8 @@ from search.training.prepared import PreparedData
 from search.training.session import clear_session
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
     from search.data import Dataset
 
 
@@ -64,6 +68,40 @@ def probe_space(
         )
     clear_session()
     return hp.mirrors
+
+
+def probe_stored_paths(
+    hypermodel: keras_tuner.HyperModel, trials: Sequence[FrozenTrial], known: Mapping[str, Mirror]
+) -> dict[str, Mirror]:
+    """``known`` plus the hyperparameters declared on the paths the stored trials took.
+
+    A conditional hyperparameter (``units_2`` under ``layers >= 3``) is not declared on the
+    default path :func:`probe_space` builds. For every stored parameter still unseen, the
+    latest trial that sampled it is built again (``build(hp)`` only) with its ``hp_values``; a
+    build that fails, or that no longer declares the name, leaves it out. At most one build per
+    unseen name.
+    """
+    from search.kerastuner.hyperparameters import ReplayHyperParameters
+
+    seen = dict(known)
+    unseen = {name for trial in trials for name in trial.distributions} - set(seen)
+    for trial in reversed(trials):
+        wanted = unseen & set(trial.distributions)
+        values = trial.user_attrs.get("hp_values")
+        if not wanted or not isinstance(values, dict):
+            continue
+        hp = ReplayHyperParameters(values)
+        clear_session()
+        # An edited build may refuse an old path: what it declared before failing still counts.
+        with contextlib.suppress(Exception):
+            hypermodel.build(hp)
+        for name, mirror in hp.mirrors.items():
+            seen.setdefault(name, mirror)
+        unseen -= wanted | set(hp.mirrors)
+        if not unseen:
+            break
+    clear_session()
+    return seen
 
 
 def check_model(model: Any, dataset: Dataset, label: str = "hypermodel") -> None:

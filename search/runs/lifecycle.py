@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -41,6 +41,8 @@ from search.views.summary import format_trial_line, print_summary
 from search.views.trial_plots import TrialPlots, open_artifact_store
 
 if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
+
     from search.training.prepared import PreparedData
 
 # TensorFlow is imported by the steps that train (data(), objective(), run_trials(), the test
@@ -75,6 +77,7 @@ class SearchRun:
         self._storage: optuna.storages.BaseStorage | None = None
         self._data: PreparedData | None = None
         self._dataset: Dataset | None = None
+        self._declared: Callable[[optuna.Study], Mapping[str, BaseDistribution]] | None = None
 
     @property
     def target(self) -> int:
@@ -120,7 +123,9 @@ class SearchRun:
         data = self.data()  # first: a data problem fails before TensorFlow is imported
         from search.engine.objective import make_objective  # TensorFlow
 
-        return make_objective(self.spec, data)
+        objective = make_objective(self.spec, data)
+        self._declared = objective.declared  # a hypermodel's space: compared at a resume
+        return objective
 
     # 4. study
     def open_study(self) -> tuple[optuna.Study, bool]:
@@ -137,6 +142,7 @@ class SearchRun:
                     self._dataset,
                     allow_narrowed=self.options.allow_narrowed,
                     study_file_text=self._file_text(),
+                    declared=self._declared(study) if self._declared else None,
                 )
         done = count_finished(study)
         verb = "created" if created else "resumed"
@@ -240,10 +246,8 @@ class SearchRun:
         """
         self.storage()
         self.check_data()  # loaded without tensors: each worker builds its own
-        if self.spec.hypermodel is not None:  # importable, names a hypermodel
-            from search.kerastuner import load_hypermodel  # TensorFlow, once the rest is good
-
-            load_hypermodel(self.spec)
+        if self.spec.hypermodel is not None:  # imported and probed: its space is its code
+            self.objective()  # TensorFlow, once the rest is good; the test score needs it too
         study, _ = self.open_study()
         live = self.liveness
         self.echo(
