@@ -220,6 +220,63 @@ def test_unsupported_declarations_are_one_line_errors(declare: Any, needle: str)
     assert needle in message and "\n" not in message
 
 
+class _CountingHyperModel(keras_tuner.HyperModel):
+    """Declares ``units_<i>`` per layer (off the default path past the first); counts builds."""
+
+    def __init__(self, widths: list[int], fail_from: int | None = None) -> None:
+        super().__init__()
+        self.widths, self.fail_from, self.builds = widths, fail_from, 0
+
+    def build(self, hp: keras_tuner.HyperParameters) -> Any:
+        self.builds += 1
+        for i in range(hp.Int("layers", 1, 3)):
+            hp.Choice(f"units_{i}", self.widths)
+            if self.fail_from is not None and i + 1 >= self.fail_from:
+                raise ValueError("this edited build refuses deep paths")
+        return None  # only the declarations matter here
+
+
+def _stored_trial(values: dict[str, Any], widths: list[int]) -> optuna.trial.FrozenTrial:
+    distributions: dict[str, Any] = {"layers": IntDistribution(1, 3)}
+    distributions |= {
+        f"units_{i}": CategoricalDistribution(widths) for i in range(values["layers"])
+    }
+    params = {"layers": values["layers"]} | {k: v for k, v in values.items() if k != "layers"}
+    return optuna.trial.create_trial(
+        params=params,
+        distributions=distributions,
+        value=1.0,
+        user_attrs={"hp_values": values},
+    )
+
+
+def test_stored_conditional_paths_are_built_once_each_for_what_the_default_path_misses() -> None:
+    from search.kerastuner import probe_stored_paths
+    from search.kerastuner.hyperparameters import ProbeHyperParameters
+
+    trials = [
+        _stored_trial({"layers": 1, "units_0": 4}, [4, 8]),
+        _stored_trial({"layers": 3, "units_0": 4, "units_1": 8, "units_2": 4}, [4, 8]),
+        _stored_trial({"layers": 2, "units_0": 8, "units_1": 4}, [4, 8]),
+    ]
+    hypermodel = _CountingHyperModel([4, 8, 16])
+    hp = ProbeHyperParameters()
+    hypermodel.build(hp)  # the default path: layers=1, units_0
+    assert sorted(hp.mirrors) == ["layers", "units_0"]
+    hypermodel.builds = 0
+    seen = probe_stored_paths(hypermodel, trials, hp.mirrors)
+    assert sorted(seen) == ["layers", "units_0", "units_1", "units_2"]
+    assert seen["units_2"].distribution == CategoricalDistribution([4, 8, 16])  # as declared now
+    assert hypermodel.builds == 2  # trial 2 (units_1), then trial 1 (units_2); trial 0 adds none
+
+    # A build that fails part-way still counts what it declared; a name the code no longer
+    # reaches costs one build, not one per stored trial.
+    failing = _CountingHyperModel([4, 8], fail_from=2)
+    seen = probe_stored_paths(failing, trials * 5, hp.mirrors)
+    assert sorted(seen) == ["layers", "units_0", "units_1"]
+    assert failing.builds == 2
+
+
 def test_study_file_checks_the_hypermodel_section(tmp_path: Path) -> None:
     spec = load_study(write_study(tmp_path, "ok", TINY_KT))
     assert spec.hypermodel is not None and spec.hypermodel.path == EXAMPLE

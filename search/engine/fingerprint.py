@@ -254,11 +254,11 @@ def distribution_form(distribution: BaseDistribution) -> dict[str, Any]:
 
     if isinstance(distribution, CategoricalDistribution):
         return {"choices": list(distribution.choices)}
-    attrs = vars(distribution)
-    out: dict[str, Any] = {"kind": "int" if isinstance(distribution, IntDistribution) else "float"}
-    out |= {"low": attrs["low"], "high": attrs["high"], "log": attrs["log"]}
-    if attrs.get("step") not in (None, 1):
-        out["step"] = attrs["step"]
+    kind = "int" if isinstance(distribution, IntDistribution) else "float"
+    low, high, log, step = (getattr(distribution, k) for k in ("low", "high", "log", "step"))
+    out: dict[str, Any] = {"kind": kind, "low": low, "high": high, "log": log}
+    if step not in (None, 1):
+        out["step"] = step
     return out
 
 
@@ -315,12 +315,12 @@ def check_resume(
         study: The stored study, just loaded.
         spec: The study file (or the Python call's spec) now.
         dataset: The data now (``None``: the arrays are not compared).
-        declared: A hypermodel's hyperparameters as declared now (name to Optuna
-            distribution), compared with its stored trials' (:func:`declared_differences`).
         allow_narrowed: Resume anyway where every difference only narrows the space or adds
             choices; the study's stored file, spec and fingerprint then become the new ones
             (added choices are written onto the stored trials first).
         study_file_text: The new study file's text, stored when a narrowed space is accepted.
+        declared: A hypermodel's hyperparameters as declared now (name to Optuna
+            distribution), compared with its stored trials' (:func:`declared_differences`).
 
     Returns:
         The differences accepted (empty when nothing changed).
