@@ -140,7 +140,8 @@ def test_study_note_describes_the_study_and_its_results(memorize: TinyRun) -> No
     assert note.startswith(f"# {memorize.name}\n")
     assert "tiny memorize study for tests" in note  # the description
     assert "**Data** — `overfit30`" in note and "**Space**" in note and "| small |" in note
-    assert "step 0 is epoch 1" in note and "choices of dropout, batch_size by value" in note
+    assert "step 0 is epoch 1" in note and "`best_step`" in note
+    assert "choices of dropout, batch_size by value" in note
     assert RESULTS_HEADING in note and "baseline small" in note  # updated after the run
 
 

@@ -61,7 +61,8 @@ def test_a_trial_value_is_the_mean_over_folds(tmp_path: Path, shared_data: Path)
         folds = trial.user_attrs["fold_values"]
         assert len(folds) == 3 and len(set(folds)) == 3
         assert trial.values[0] == pytest.approx(statistics.fmean(folds))
-        assert trial.intermediate_values  # the running mean was reported, fold by fold
+        assert sorted(trial.intermediate_values) == [0, 1, 2]  # the running mean, fold by fold
+        assert "best_step" not in trial.user_attrs  # its steps are folds, not epochs
     test = study.user_attrs["test_evaluation"]
     assert test["refit"] == "train+validation"
     assert test["n_train"] == 614  # 768 rows less the 154 test rows: train + validation

@@ -82,7 +82,11 @@ def test_memorize_run_records_every_attribute(tmp_path: Path, storage_url: str) 
         assert trial.value == pytest.approx(trial.user_attrs["train_loss_best"])
         gap = trial.user_attrs["val_loss_final"] - trial.user_attrs["train_loss_final"]
         assert trial.user_attrs["gap"] == pytest.approx(gap)
-        assert trial.intermediate_values  # per-epoch reports reached Optuna
+        steps = trial.intermediate_values  # per-epoch reports reached Optuna, from step 0
+        assert sorted(steps) == list(range(trial.user_attrs["epochs_run"]))
+        # The dashboard's best step is the stored one, one below the epoch counted from 1.
+        best_step = min(steps, key=steps.__getitem__)
+        assert trial.user_attrs["best_step"] == best_step == trial.user_attrs["best_epoch"] - 1
         fit = trial.user_attrs["predictions"]  # one-input regression keeps its fit for plots
         assert len(fit["x_train"]) == len(fit["pred_train"]) == 21
         assert len(fit["x_val"]) == 9

@@ -60,6 +60,7 @@ def cross_validate(objective: Objective, trial: optuna.Trial, *, seed: int, prun
         summary = summarize_history(history, spec.objective)
         if i == 0:
             first = run.attributes(spec.objective)
+            first.pop("best_step", None)  # a fold study's steps are folds, not epochs
             objective._record_reference(trial, run)  # noqa: SLF001 - the objective's own hook
         values.append(min(finite_or_inf(getattr(r, objective.monitor)) for r in history.records))
         best_epochs.append(int(summary.get("best_epoch", 0)))

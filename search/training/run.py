@@ -56,6 +56,7 @@ def summarize_history(history: History, objective: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "epochs_run": len(records),
         "best_epoch": best.epoch + 1,
+        "best_step": best.epoch,  # the dashboard's step of that epoch (KerasTuner's best_step)
         "train_loss_final": last.train_loss,
         "train_loss_best": min(finite_or_inf(r.train_loss) for r in records),
         "train_curve": _clean(history.curve("train_loss")),

@@ -70,19 +70,37 @@ def reading_the_dashboard(spec: StudySpec) -> str:
 
     Example:
         >>> from search.spec.studyfile import load_study
-        >>> spec = load_study("pima_generalize")
-        >>> print(reading_the_dashboard(spec))  # doctest: +NORMALIZE_WHITESPACE
+        >>> epochs = reading_the_dashboard(load_study("imdb_generalize"))
+        >>> print(epochs)  # doctest: +NORMALIZE_WHITESPACE
         **Reading the dashboard** — a learning curve's step is the epoch's index from 0, as
-        Optuna's Keras callback reports it (step 0 is epoch 1; `best_epoch` counts from 1);
-        the slice, contour and rank plots are Optuna's own (Settings, "Use Plotly Python
-        library", on by default in `capsearch dashboard`), which order the numeric choices of
-        batch_size by value: turned off, the dashboard's plots order them as text (1024 before
-        128).
+        Optuna's Keras callback reports it: step 0 is epoch 1, and a trial's `best_step` is its
+        best epoch on that scale (`best_epoch`, counted from 1 as Keras prints epochs, is
+        `best_step` + 1); the slice, contour and rank plots are Optuna's own (Settings, "Use
+        Plotly Python library", on by default in `capsearch dashboard`), which order the
+        numeric choices of batch_size by value: turned off, the dashboard's plots order them as
+        text (1024 before 128).
+        >>> folds = reading_the_dashboard(load_study("pima_generalize"))  # [training] folds = 5
+        >>> print(folds.split(";")[0])  # doctest: +NORMALIZE_WHITESPACE
+        **Reading the dashboard** — a learning curve's step is the fold's index from 0 (step 0
+        is fold 1), its value the running mean of the folds' best validation losses
     """
-    text = (
-        "**Reading the dashboard** — a learning curve's step is the epoch's index from 0, as "
-        "Optuna's Keras callback reports it (step 0 is epoch 1; `best_epoch` counts from 1)"
-    )
+    if spec.training.folds:
+        text = (
+            "**Reading the dashboard** — a learning curve's step is the fold's index from 0 "
+            "(step 0 is fold 1), its value "
+            + (
+                "that fold's best validation loss"
+                if spec.pruner.name == "wilcoxon"
+                else "the running mean of the folds' best validation losses"
+            )
+        )
+    else:
+        text = (
+            "**Reading the dashboard** — a learning curve's step is the epoch's index from 0, as "
+            "Optuna's Keras callback reports it: step 0 is epoch 1, and a trial's `best_step` is "
+            "its best epoch on that scale (`best_epoch`, counted from 1 as Keras prints epochs, "
+            "is `best_step` + 1)"
+        )
     numeric = [
         key
         for key, param in spec.space.items()

@@ -138,7 +138,8 @@ def _draw_curves(ax: Any, attrs: Mapping[str, Any]) -> None:
         )
     best = attrs.get("best_epoch")
     if best:
-        ax.axvline(best, color="gray", linestyle=":", label=f"best epoch {best}")
+        step = f" (dashboard step {best - 1})" if "best_step" in attrs else ""
+        ax.axvline(best, color="gray", linestyle=":", label=f"best epoch {best}{step}")
     if spans_decades([*train, *val]):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
