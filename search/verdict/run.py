@@ -220,22 +220,15 @@ def test_scores(
         if _scored_by_the_search(searched, best.number, rows, epochs, seed):
             assert searched is not None
             echo(f"verdict: test score of trial {best.number} trained on {rows}: the search's")
-            out[rows] = {
-                "loss": searched["test_loss"],
-                "accuracy": searched["test_accuracy"],
-                "n_train": int(data.x_train.shape[0]),
-                "n_test": int(dataset.x_test.shape[0]),
-                "epochs": epochs,
-                "seed": seed,
-            }
-            continue
-        echo(f"verdict: test score of trial {best.number} trained on {rows} ({epochs} epochs)")
-        clear_session()
-        # model.fit, not the shared graphs: their traced graphs are per process and data set,
-        # and a second sparse data set in one process failed in them (AlreadyExistsError).
-        prepared = PreparedData(data, use_shared_graphs=False)
-        run = train_params(spec, prepared, params, seed=seed, epochs=epochs)
-        loss, accuracy = prepared.evaluate(run.model, "test")
+            loss, accuracy = searched["test_loss"], searched["test_accuracy"]
+        else:
+            echo(f"verdict: test score of trial {best.number} trained on {rows} ({epochs} epochs)")
+            clear_session()
+            # model.fit, not the shared graphs: their traced graphs are per process and data
+            # set, and a second sparse data set in one process failed in them (AlreadyExistsError).
+            prepared = PreparedData(data, use_shared_graphs=False)
+            run = train_params(spec, prepared, params, seed=seed, epochs=epochs)
+            loss, accuracy = prepared.evaluate(run.model, "test")
         out[rows] = {
             "loss": loss,
             "accuracy": accuracy,
