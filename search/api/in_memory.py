@@ -58,6 +58,7 @@ def search(
     patience: int | None = None,
     steps_per_epoch: int | None = None,
     standardize: bool = False,
+    standardize_target: bool = False,
     pruner: str = "hyperband",
     storage: str | None = None,
     study_name: str | None = None,
@@ -95,6 +96,9 @@ def search(
         steps_per_epoch: Make an epoch this many optimizer steps (tiny data sets).
         standardize: Standardize dense features with the training statistics; the best model
             still takes raw inputs (a ``Normalization`` layer holds the statistics).
+        standardize_target: Regression: centre and scale the target with its training mean and
+            std (losses are then in its std's units); the best model still predicts raw values
+            (a ``Rescaling`` layer holds the statistics).
         pruner: ``"hyperband"``, ``"successive_halving"``, ``"median"`` or ``"none"``.
         storage: Storage URL (``None``: ``$CAPSEARCH_STORAGE``, else ``storage/studies.db``).
         study_name: The study's name (default ``python_<objective>``): another name starts
@@ -148,6 +152,11 @@ def search(
             'or validation_split=0.2, or use objective="memorize".'
         )
     data = check_arrays(splits, task)  # type: ignore[arg-type]
+    if standardize_target and data.task != "regression":
+        raise InputError(
+            f"standardize_target=True is for regression; these labels are a {data.task} task: "
+            'leave it out (or pass task="regression" for numeric targets).'
+        )
     name = study_name or f"python_{objective}"
     if not _NAME.match(name):
         raise InputError(
@@ -165,6 +174,7 @@ def search(
         patience=patience,
         steps_per_epoch=steps_per_epoch,
         standardize=standardize,
+        standardize_target=standardize_target,
         validation_split=validation_split,
         pruner=pruner,
         seed=seed,
@@ -278,6 +288,7 @@ def study_table(
     steps_per_epoch: int | None,
     standardize: bool,
     validation_split: float,
+    standardize_target: bool = False,
     pruner: str,
     seed: int,
     n_train: int,
@@ -305,6 +316,8 @@ def study_table(
         "sampler": {"name": "tpe", "seed": seed},
         "pruner": {"name": pruner},
     }
+    if standardize_target:  # only when set: studies made before it keep their data table
+        table["data"]["standardize_target"] = True
     if space is not None and not isinstance(space, Mapping):
         if baselines:
             raise InputError("baselines= need a space of the model family, not a hypermodel.")

@@ -80,6 +80,34 @@ def standardize(
     return scale(train), [None if a is None else scale(a) for a in others], mean, std
 
 
+def standardized_target(
+    train: np.ndarray, *others: np.ndarray | None
+) -> tuple[np.ndarray, list[np.ndarray | None], dict[str, float]]:
+    """A regression target centred and scaled with its training rows' mean and std.
+
+    Losses are then in units of the target's spread (the constant predictor's mean squared
+    error is 1); the returned ``target_mean`` and ``target_std``, kept in the data set's
+    reference, let an exported model predict raw values
+    (:func:`search.training.final_model.usable_model`).
+
+    Returns:
+        ``(train scaled, [others scaled], {"target_mean": m, "target_std": s})``, each array of
+        shape ``(n, 1)``; ``None`` entries of ``others`` stay ``None``.
+
+    Example:
+        >>> scaled, (val,), stats = standardized_target(np.array([100.0, 300.0]), np.array([200.0]))
+        >>> scaled.ravel().tolist(), val.ravel().tolist(), stats
+        ([-1.0, 1.0], [0.0], {'target_mean': 200.0, 'target_std': 100.0})
+    """
+
+    def column(y: np.ndarray | None) -> np.ndarray | None:
+        return None if y is None else np.asarray(y, dtype=np.float64).reshape(-1, 1)
+
+    first = np.asarray(train, dtype=np.float64).reshape(-1, 1)
+    scaled, rest, mean, std = standardize(first, *(column(y) for y in others))
+    return scaled, rest, {"target_mean": float(mean[0]), "target_std": float(std[0])}
+
+
 def take(array: np.ndarray, index: np.ndarray) -> np.ndarray | None:
     """Return ``array[index]``, or ``None`` when ``index`` is empty (a split that is not used)."""
     if len(index) == 0:

@@ -22,7 +22,13 @@ import numpy as np
 from search.data._dataset import DataContext, Dataset, DataSource, Option, Task
 from search.data._locate import resolve_user_path
 from search.data._options import REQUIRED, float_range, one_of
-from search.data._split import random_split, standardize, stratified_split, take
+from search.data._split import (
+    random_split,
+    standardize,
+    standardized_target,
+    stratified_split,
+    take,
+)
 from search.errors import DataError, OptionError, one_line
 
 TASKS = ("regression", "binary", "multiclass")
@@ -64,6 +70,12 @@ OPTIONS = (
         float_range(0.0, 0.5, high_open=True),
     ),
     Option("standardize", bool, True, "standardize features with the training mean and std"),
+    Option(
+        "standardize_target",
+        bool,
+        False,
+        "regression: centre and scale the target with the training mean and std",
+    ),
     Option("seed", int, 0, "seed of the split"),
     Option("delimiter", str, ",", "CSV cell separator", _one_character),
 )
@@ -174,7 +186,8 @@ def check_file(options: Mapping[str, Any]) -> None:
     """Checks of the ``file`` source that involve several options (run when a study loads).
 
     Raises:
-        OptionError: ``target`` is also among ``features`` (the model would train on its label).
+        OptionError: ``target`` is also among ``features`` (the model would train on its label),
+            or ``standardize_target`` is set for class labels.
 
     Example:
         >>> try:
@@ -189,6 +202,12 @@ def check_file(options: Mapping[str, Any]) -> None:
             "features",
             f"the target {target!r} is also a feature, so the model would see its label; "
             f"remove {target!r} from data.features",
+        )
+    if options.get("standardize_target") and options.get("task", "regression") != "regression":
+        raise OptionError(
+            "standardize_target",
+            f"standardize_target = true is for regression, and a {options['task']} target is "
+            'class labels; remove it, or set task = "regression" for a numeric target',
         )
 
 
@@ -305,22 +324,27 @@ def load_file(options: Mapping[str, Any], context: DataContext) -> Dataset:
         x_train, (x_val, x_test), mean, std = standardize(x_train, x_val, x_test)
         reference.update(feature_mean=mean.tolist(), feature_std=std.tolist())
     labels = y.astype(np.int64) if task == "multiclass" else y.astype(np.float32).reshape(-1, 1)
+    y_train, y_val, y_test = labels[train], take(labels, val), take(labels, test)
+    if options["standardize_target"]:
+        y_train, (y_val, y_test), stats = standardized_target(y_train, y_val, y_test)
+        reference.update(stats)
     if classes:
         reference["classes"] = classes
     return Dataset(
         name="file",
         task=task,
         x_train=np.asarray(x_train, dtype=np.float32),
-        y_train=labels[train],
+        y_train=y_train,
         x_val=None if x_val is None else np.asarray(x_val, dtype=np.float32),
-        y_val=take(labels, val),
+        y_val=y_val,
         x_test=None if x_test is None else np.asarray(x_test, dtype=np.float32),
-        y_test=take(labels, test),
+        y_test=y_test,
         n_classes=len(classes) if classes else 2,
         description=(
             f"{path.name}: {x.shape[1]} features, target {target!r} ({task}): {len(train)} "
             f"train / {len(val)} validation / {len(test)} test"
             + (", features standardized" if options["standardize"] else "")
+            + (", target standardized" if options["standardize_target"] else "")
         ),
         reference=reference,
     )

@@ -24,7 +24,7 @@ import numpy as np
 from search.data._dataset import DataContext, Dataset, DataSource, Features, Option, Task
 from search.data._locate import resolve_user_path
 from search.data._options import REQUIRED, float_range, one_of
-from search.data._split import random_split, standardize, stratified_split
+from search.data._split import random_split, standardize, standardized_target, stratified_split
 from search.errors import InputError
 
 __all__ = ["SOURCE", "MemoryData", "check_arrays", "write_arrays"]
@@ -252,6 +252,12 @@ OPTIONS = (
         float_range(0.0, 0.5, high_open=True),
     ),
     Option("standardize", bool, False, "standardize dense features with the training statistics"),
+    Option(
+        "standardize_target",
+        bool,
+        False,
+        "regression: centre and scale the target with the training mean and std",
+    ),
     Option("seed", int, 0, "seed of the validation split"),
 )
 
@@ -290,6 +296,14 @@ def load_arrays(options: Mapping[str, Any], context: DataContext) -> Dataset:
     if options["standardize"] and isinstance(x_train, np.ndarray):
         x_train, (x_val, x_test), mean, std = standardize(x_train, x_val, x_test)
         reference.update(feature_mean=mean.tolist(), feature_std=std.tolist())
+    if options["standardize_target"]:
+        if task != "regression":
+            raise InputError(
+                f"standardize_target is for regression; a {task} target is class labels: "
+                "leave it out."
+            )
+        y_train, (y_val, y_test), stats = standardized_target(y_train, y_val, y_test)
+        reference.update(stats)
     n_val = 0 if x_val is None else x_val.shape[0]
     return Dataset(
         name="arrays",

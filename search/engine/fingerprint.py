@@ -225,9 +225,12 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[Differe
         if stored.get(key) != current.get(key):
             out.append(Difference(key, stored.get(key), current.get(key)))
     old_data, new_data = stored.get("data") or {}, current.get("data") or {}
+    defaults = _option_defaults(str(new_data.get("source", "")))
     for key in sorted(set(old_data) | set(new_data)):
-        if key in old_data and old_data.get(key) != new_data.get(key):  # new options: defaults
-            out.append(Difference(f"data.{key}", old_data.get(key), new_data.get(key)))
+        # An option the stored study predates had its default then.
+        old = old_data[key] if key in old_data else defaults.get(key, new_data.get(key))
+        if old != new_data.get(key):
+            out.append(Difference(f"data.{key}", old, new_data.get(key)))
     if "arrays" in stored and "arrays" in current and stored["arrays"] != current["arrays"]:
         out.append(Difference("arrays", stored["arrays"], current["arrays"]))
     old_space, new_space = stored.get("space") or {}, current.get("space") or {}
@@ -238,6 +241,14 @@ def differences(stored: dict[str, Any], current: dict[str, Any]) -> list[Differe
             added = not narrowing and _adds_choices(old, new)
             out.append(Difference(f"space.{key}", old, new, narrowing, added))
     return out
+
+
+def _option_defaults(source: str) -> dict[str, Any]:
+    from search.data import DATA_SOURCES, REQUIRED
+
+    known = DATA_SOURCES.get(source)
+    options = known.options if known is not None else ()
+    return {o.name: _plain(o.default) for o in options if o.default is not REQUIRED}
 
 
 def distribution_form(distribution: BaseDistribution) -> dict[str, Any]:

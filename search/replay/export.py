@@ -284,6 +284,12 @@ def keras_code(spec: StudySpec, trial: FrozenTrial, dataset: Dataset) -> str:
         else "capsearch batches the data its own way: model.fit gives close, not identical, "
         "numbers."
     )
+    mean, std = dataset.reference.get("target_mean"), dataset.reference.get("target_std")
+    if mean is not None and std is not None:
+        note += (
+            f"\nThe study standardized the target: train on (y - {mean:.8g}) / {std:.8g}, and "
+            f"predict raw values as model.predict(x) * {std:.8g} + {mean:.8g}."
+        )
     header = (
         f'"""Study {spec.name}, trial {trial.number}: {spec.monitor} '
         f'{value:.4g} at epoch {epochs} (seed {seed}), as plain Keras.\n\n{note}\n"""\n'

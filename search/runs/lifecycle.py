@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.console import Echo
 from search.data import Dataset, data_context, load_dataset
+from search.data.target import large_target_warning
 from search.distributed.launcher import launch_workers
 from search.distributed.study_lock import study_lock
 from search.distributed.worker_storage import open_worker_storage
@@ -151,6 +152,10 @@ class SearchRun:
             f"{done} finished trials, target {self.target}; objective {self.spec.objective} "
             f"({self.spec.data.source})"
         )
+        dataset, source = self._dataset, self.spec.data.source
+        warning = large_target_warning(dataset, source) if dataset is not None else None
+        if warning and not self.worker.prefix:  # once, not from every worker of a launch
+            self.echo(warning)
         return study, created
 
     def _file_text(self) -> str | None:

@@ -8,6 +8,8 @@ compiled one on load). :func:`usable_model` returns the same weights as a model 
 
 * takes raw inputs: a ``keras.layers.Normalization`` layer in front holds the training split's
   mean and variance when the data set was standardized;
+* predicts raw values: a ``keras.layers.Rescaling`` layer at the end (``unstandardize_target``)
+  holds a regression target's training mean and std when the study standardized the target;
 * uses plain ``keras.layers.Dense`` layers (no sparse first layer class of this package), so a
   saved ``.keras`` file loads with Keras alone;
 * is compiled with the plain Keras loss (by name) and ``"accuracy"`` for classification, so it
@@ -55,14 +57,23 @@ def usable_model(
         plain.set_weights(model.get_weights())
     mean = dataset.reference.get("feature_mean")
     std = dataset.reference.get("feature_std")
-    if mean is not None and std is not None and not dataset.is_sparse:
-        inputs = keras.Input(shape=(dataset.n_features,), name="features")
-        normalize = keras.layers.Normalization(
-            mean=np.asarray(mean, dtype=np.float32),
-            variance=np.square(np.asarray(std, dtype=np.float32)),
-            name="standardize",
-        )
-        final = keras.Model(inputs, plain(normalize(inputs)), name="dense_stack_raw_inputs")
+    raw_inputs = mean is not None and std is not None and not dataset.is_sparse
+    target = _target_stats(dataset)
+    if raw_inputs or target is not None:
+        inputs = keras.Input(shape=(dataset.n_features,), name="features", sparse=dataset.is_sparse)
+        features = inputs
+        if raw_inputs:
+            features = keras.layers.Normalization(
+                mean=np.asarray(mean, dtype=np.float32),
+                variance=np.square(np.asarray(std, dtype=np.float32)),
+                name="standardize",
+            )(inputs)
+        outputs = plain(features)
+        if target is not None:  # it learned the standardized target: predict raw values
+            outputs = keras.layers.Rescaling(scale=target[1], offset=target[0], name=UNSTANDARDIZE)(
+                outputs
+            )
+        final = keras.Model(inputs, outputs, name="dense_stack_raw_inputs")
     else:
         final = plain
     rate = float(params.get("learning_rate", 1e-3))
@@ -77,6 +88,15 @@ def usable_model(
     final.compile(optimizer=optimizer, loss=training_loss(dataset.task, params), metrics=metrics)
     optimizer.build(final.trainable_variables)  # saved with its slots: loads without warning
     return final
+
+
+UNSTANDARDIZE = "unstandardize_target"
+"""The last layer of a usable model whose study standardized its regression target."""
+
+
+def _target_stats(dataset: Dataset) -> tuple[float, float] | None:
+    mean, std = dataset.reference.get("target_mean"), dataset.reference.get("target_std")
+    return None if mean is None or std is None else (float(mean), float(std))
 
 
 def raw_dataset(dataset: Dataset) -> Dataset:
@@ -106,10 +126,15 @@ def evaluate_usable(
     """Data loss and accuracy of a :func:`usable_model` on a split, fed the inputs it takes.
 
     A model with the ``standardize`` layer gets the raw features back (:func:`raw_dataset`);
-    any other the prepared ones.
+    any other the prepared ones. A model ending in ``unstandardize_target`` is scored before
+    that layer, on the standardized target the search scored.
     """
-    if any(layer.name == "standardize" for layer in model.layers):
+    names = {layer.name for layer in model.layers}
+    if "standardize" in names:
         from search.training.prepared import PreparedData
 
         data = PreparedData(raw_dataset(data.dataset))
+    if UNSTANDARDIZE in names:  # its loss on the target as the search scored it (standardized)
+        inner = model.get_layer(UNSTANDARDIZE).input
+        model = keras.Model(model.inputs, inner, name=f"{model.name}_standardized_target")
     return data.evaluate(model, split)

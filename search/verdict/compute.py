@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from search.data.target import rescaling_option, target_scale
 from search.verdict.jobs import Group, Plan, job_values, trials_by_job
 from search.verdict.rules import (
+    FAMILY_FIT_SHARE,
     MEMORIZE_SHARE,
     NOISE_Z,
     OVERFIT_GAP,
@@ -23,6 +25,7 @@ from search.verdict.rules import (
     UNDERFIT_SHARE,
     UNSTABLE_RISE,
     compare,
+    family_fit,
     mean_std,
     regime,
 )
@@ -251,10 +254,17 @@ def compute_verdict(
             "overfit_gap": OVERFIT_GAP,
             "unstable_rise": UNSTABLE_RISE,
             "noise_z": NOISE_Z,
+            "family_fit_share": FAMILY_FIT_SHARE,
             "memorize_threshold": capacity["memorize_threshold"],
         },
         "constant_predictor": {"train_loss": constant_train, "val_loss": constant_val},
         "family_best_train_loss": family_best,
+        "family_fit": family_fit(
+            family_best,
+            constant_train,
+            target_scale(dataset),
+            rescaling_option(spec.data.source),
+        ),
         "regimes": regimes,
         "capacity": capacity,
         "repeats": repeats,

@@ -33,6 +33,42 @@ ILL_CONDITIONED = 100.0
 """A least-squares problem whose condition number is above this is called ill-conditioned."""
 MEMORIZE_SHARE = 1e-3
 """Default memorization threshold: this share of the constant predictor's training loss."""
+FAMILY_FIT_SHARE = 0.5
+"""No trial fits: the family's best training loss is above this share of the constant
+predictor's. The regimes are relative to the family's best, so this is said before them."""
+
+
+def family_fit(
+    family_best_train: float,
+    constant_train: float,
+    target: Mapping[str, float] | None = None,
+    option: str | None = None,
+) -> dict[str, Any]:
+    """Whether any trial fits the training set at all, and a likely cause where none does.
+
+    ``target`` is a regression target's ``mean`` and ``std`` on the training rows; a target in
+    large units (:data:`search.data.target.LARGE_TARGET`) is named as the likely cause, with
+    ``option``, the data source's option that rescales it.
+
+    Example:
+        >>> family_fit(4.96e9, 7.5e9, {"mean": 2.0e5, "std": 8.7e4})["fits"]
+        False
+        >>> family_fit(4.96e9, 7.5e9, {"mean": 2.0e5, "std": 8.7e4})["large_target"]
+        True
+        >>> fit = family_fit(0.05, 0.69)
+        >>> round(fit["share"], 4), fit["fits"], fit["large_target"]
+        (0.0725, True, False)
+    """
+    from search.data.target import is_large
+
+    share = family_best_train / constant_train if constant_train > 0 else 0.0
+    large = is_large(dict(target) if target is not None else None)
+    out: dict[str, Any] = {"share": share, "fits": share <= FAMILY_FIT_SHARE, "large_target": large}
+    if target is not None:
+        out["target"] = dict(target)
+    if large and option is not None:
+        out["option"] = option
+    return out
 
 
 def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:

@@ -25,6 +25,33 @@ def sentences(v: Mapping[str, Any]) -> list[str]:
     """The verdict in a few sentences, each with its numbers."""
     out: list[str] = []
     monitor = v["monitor"]
+    fit = v.get("family_fit")  # absent in verdicts stored before it
+    if fit and not fit["fits"]:
+        text = (
+            f"No trial fits the training set much better than a constant: the family's best "
+            f"training loss {v['family_best_train_loss']:.3g} is {fit['share']:.0%} of the "
+            f"constant predictor's {v['constant_predictor']['train_loss']:.3g} (above "
+            f"{v['thresholds']['family_fit_share']:.0%}), so the regimes below, relative to that "
+            "best, do not say the data are fitted"
+        )
+        if fit.get("large_target"):
+            target = fit["target"]
+            text += (
+                f". The target is in large units (mean {target['mean']:.3g}, std "
+                f"{target['std']:.3g}) while a network's outputs start near 0 and move by about "
+                "its learning rate per step: "
+                + (
+                    f"set [data] {fit['option']} = true and search again"
+                    if fit.get("option")
+                    else "divide the target by its std and search again"
+                )
+            )
+        else:
+            text += (
+                ": either the inputs say little about the target (noisy labels) or every model "
+                "here underfits (more epochs, width or a larger learning rate)"
+            )
+        out.append(text + ".")
     for r in v["regimes"]:
         verb = "trains unstably" if r["regime"] == "unstable" else r["regime"]
         out.append(f"The {r['label']} (trial {r['trial']}) {verb}: {r['why']}.")
