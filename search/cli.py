@@ -23,6 +23,7 @@ from search.errors import FatalError, SearchError, UsageError
 
 if TYPE_CHECKING:
     from search.runs import SearchOptions
+    from search.spec.studyfile import StudySpec
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -64,11 +65,10 @@ def _verdict_hook(spec: Any, options: SearchOptions, *, workers: int) -> None:
 def cmd_verdict(args: argparse.Namespace) -> int:
     import json
 
-    from search.spec import load_study
     from search.verdict import give_verdict, run_verdict_worker
     from search.views.verdict_view import verdict_lines
 
-    spec = load_study(args.study)
+    spec = _stored_study_spec(args)
     options = _search_options(args)
     _quiet_libraries()
     if args.worker_only:
@@ -176,7 +176,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for name in names:
         spec = load_study(name)
         baselines = plural(len(spec.baselines), "baseline")
-        _echo(f"{spec.name}: ok ({spec.objective}, data {spec.data.source}, {baselines})")
+        data = f"data {spec.data.source}"
+        if args.data:
+            from search.data import data_context, load_dataset
+
+            context = data_context(spec.path.parent)
+            dataset = load_dataset(spec.data.source, spec.data.options, context)
+            data += f" loaded: {dataset.description}"
+        else:
+            data += ", not loaded: --data reads it"
+        _echo(f"{spec.name}: ok ({spec.objective}, {data}, {baselines})")
         if spec.hypermodel is not None:
             _echo(
                 "  note: its [hypermodel] is Python code that `run` imports and executes; "
@@ -274,9 +283,8 @@ def cmd_kt(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from search.replay.export import export_stored
-    from search.spec.studyfile import load_study
 
-    spec = load_study(args.study)
+    spec = _stored_study_spec(args)
     options = _search_options(args)
     _quiet_libraries()
     result = export_stored(
@@ -287,14 +295,48 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     from search.replay.rerun import DEFAULT_RTOL, rerun_stored
-    from search.spec.studyfile import load_study
 
-    spec = load_study(args.study)
+    spec = _stored_study_spec(args)
     options = _search_options(args)
     _quiet_libraries()
     tolerance = args.tolerance if args.tolerance is not None else DEFAULT_RTOL
     result = rerun_stored(spec, options, args.trial, rel_tol=tolerance, echo=_echo)
     return 0 if result.reproduced else EXIT_FAILED
+
+
+def _stored_study_spec(args: argparse.Namespace) -> StudySpec:
+    """The study file of a command on a stored study: by name or path, as ``run`` takes it, or
+    else the file a stored study of that name was run from (a Python search writes its own)."""
+    from search.errors import StudyFileError
+    from search.spec.studyfile import load_study
+
+    try:
+        return load_study(args.study)
+    except StudyFileError:  # not a shipped study nor a file: a stored study's own, perhaps
+        if str(args.study).endswith(".toml"):
+            raise
+        recorded = _recorded_study_file(args.study, args.storage)
+        if recorded is None:
+            raise
+        path = Path(recorded)
+        if path.suffix != ".toml" or not path.is_file():
+            raise StudyFileError(
+                str(args.study),
+                "",
+                f"the stored study's file {recorded} is not there any more; pass the path of "
+                "its study file instead of the name",
+            ) from None
+        return load_study(path)
+
+
+def _recorded_study_file(name: str, storage: str | None) -> str | None:
+    from search.storage.studies import load_stored_study
+
+    try:
+        recorded = load_stored_study(name, storage).study.user_attrs.get("study_file")
+    except FatalError:  # no such study, or no storage: the study-file error says more
+        return None
+    return str(recorded) if recorded else None
 
 
 def _search_options(args: argparse.Namespace, **extra: Any) -> SearchOptions:
@@ -351,6 +393,10 @@ DATA_DIR_HELP = "folder with local data copies (default: $CAPSEARCH_DATA)"
 TRIALS_HELP = "finished trials the study should have in all"
 TIMEOUT_HELP = "stop starting trials after S seconds"
 STUDY_HELP = "study name (a file in spaces/) or path to a .toml file"
+STORED_STUDY_HELP = (
+    "study name (a file in spaces/, or a study stored by search.search() from Python) or path "
+    "to a .toml file"
+)
 NO_VERDICT_HELP = (
     "skip the verdict a [verdict] table asks for at the end (capsearch verdict runs it later)"
 )
@@ -490,6 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check study files without running anything")
     validate.add_argument("studies", nargs="*", help="names or paths (default: every study)")
+    validate.add_argument(
+        "--data",
+        action="store_true",
+        help="also load each study's data (files read, arrays checked; no model is built)",
+    )
     validate.set_defaults(func=cmd_validate)
 
     worker = sub.add_parser(
@@ -527,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[storage, data],
         help="answer the study's question: regimes, capacity, regularization, seed noise",
     )
-    verdict.add_argument("study", help=STUDY_HELP)
+    verdict.add_argument("study", help=STORED_STUDY_HELP)
     verdict.add_argument(
         "-n", "--workers", dest="n", type=_positive_int, default=1, help="worker processes"
     )
@@ -574,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[storage, data],
         help="re-train a stored trial and save it as a .keras model with its metrics",
     )
-    export.add_argument("study", help=STUDY_HELP)
+    export.add_argument("study", help=STORED_STUDY_HELP)
     export.add_argument("--trial", type=_non_negative_int, help="trial number (default: the best)")
     export.add_argument("--out", type=Path, help="output folder (default: storage/exports/<study>)")
     export.add_argument("--code", action="store_true", help="also print plain Keras code")
@@ -585,7 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[storage, data],
         help="re-run a stored trial with its seed; exit 1 unless it reproduces",
     )
-    rerun.add_argument("study", help=STUDY_HELP)
+    rerun.add_argument("study", help=STORED_STUDY_HELP)
     rerun.add_argument("trial", type=_non_negative_int, help="trial number")
     rerun.add_argument(
         "--tolerance",
@@ -618,6 +669,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `capsearch show ... | head`: the reader left, as it may
+        # Python's own recipe: point stdout at devnull so the exit flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

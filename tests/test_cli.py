@@ -163,3 +163,95 @@ def test_bad_trials_value_is_rejected_by_argparse() -> None:
     result = capsearch("run", "overfit30_memorize", "--trials", "0")
     assert result.returncode == 2
     assert "positive integer" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_python_search_is_exported_and_rerun_by_its_study_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``show NAME`` found a notebook's study but ``export``, ``rerun`` and ``verdict`` said
+    "unknown study": they now take the study file the search wrote for it."""
+    import numpy as np
+
+    import search
+    from search.cli import main
+
+    url = f"sqlite:///{tmp_path / 'nb.db'}"
+    x = np.linspace(-1, 1, 40).reshape(-1, 1)
+    search.search(
+        x,
+        x.ravel() ** 2,
+        objective="memorize",
+        trials=2,
+        epochs=3,
+        study_name="from_python",
+        storage=url,
+        verbose=0,
+        trial_plots=False,
+    )
+    capsys.readouterr()
+    assert main(["export", "from_python", "--storage", url, "--out", str(tmp_path / "out")]) == 0
+    assert "matches the stored value" in capsys.readouterr().out
+    assert main(["rerun", "from_python", "1", "--storage", url]) == 0
+    # A name that is neither a study file nor stored still says which studies are known.
+    assert main(["export", "nowhere", "--storage", url]) == 2
+    assert "unknown study" in capsys.readouterr().err
+
+
+def test_output_read_by_a_pipe_that_closes_early_is_no_traceback() -> None:
+    """``capsearch list | head -1``: before, ``BrokenPipeError`` with a traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search", "list"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader leaves before the first line
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+@pytest.mark.slow
+def test_a_study_run_from_a_relative_path_is_exported_by_name_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``capsearch run reg.toml`` then ``capsearch export reg``: before, "unknown study"."""
+    from search.cli import main
+
+    text = TINY_MEMORIZE.replace("trials = 4", "trials = 1").replace("epochs = 6", "epochs = 2")
+    (tmp_path / "mine").mkdir()
+    write_study(tmp_path / "mine", "reg", text)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    monkeypatch.chdir(tmp_path / "mine")
+    assert main(["run", "reg.toml", "--storage", url, "--no-verdict"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["export", "reg", "--storage", url, "--out", str(tmp_path / "out")]) == 0
+    assert "matches the stored value" in capsys.readouterr().out
+    (tmp_path / "mine" / "reg.toml").unlink()  # gone: the message says to pass its path
+    assert main(["export", "reg", "--storage", url]) == 2
+    assert "is not there any more; pass the path" in capsys.readouterr().err
+
+
+def test_validate_says_it_did_not_load_the_data_and_data_loads_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing data file passed ``validate`` ("ok") and failed only at ``run``."""
+    from search.cli import main
+
+    text = (
+        'objective = "memorize"\ntrials = 1\n[data]\nsource = "file"\npath = "gone.csv"\n'
+        'target = "y"\n[training]\nepochs = 1\n[space]\nlayers = 1\nunits = 4\nl2 = 0.0\n'
+        "dropout = 0.0\nbatch_size = 8\nlearning_rate = 0.01\n"
+    )
+    path = write_study(tmp_path, "gone", text)
+    assert main(["validate", str(path)]) == 0
+    assert "not loaded: --data reads it" in capsys.readouterr().out
+    assert main(["validate", str(path), "--data"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "data file not found" in line and str(tmp_path.resolve()) in line
+    (tmp_path / "gone.csv").write_text("x,y\n" + "\n".join(f"{i},{i}" for i in range(20)))
+    assert main(["validate", str(path), "--data"]) == 0
+    assert "loaded: gone.csv" in capsys.readouterr().out

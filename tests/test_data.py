@@ -516,6 +516,19 @@ def test_file_csv_classes(tmp_path: Path) -> None:
         load_dataset("file", {**base, "task": "binary"}, ctx)
 
 
+def test_a_split_that_leaves_no_validation_row_is_refused(tmp_path: Path) -> None:
+    """Before: the study ran, every trial was pruned ("val_loss became None"), exit 0."""
+    ctx = context(tmp_path, base_dir=tmp_path)
+    (tmp_path / "two.csv").write_text("x,y\n1,2\n3,4\n", encoding="utf-8")
+    with pytest.raises(DataError, match="2 rows leave no validation row at validation_fraction"):
+        load_dataset("file", {"path": "two.csv", "target": "y"}, ctx)
+    # A float target read as classes: one-member classes never reach the validation rows.
+    rows = "\n".join(f"{i},{i * 0.37:.3f}" for i in range(40))
+    (tmp_path / "float.csv").write_text(f"x,y\n{rows}\n", encoding="utf-8")
+    with pytest.raises(DataError, match='40 classes over 40 rows.*use task = "regression"'):
+        load_dataset("file", {"path": "float.csv", "target": "y", "task": "multiclass"}, ctx)
+
+
 def test_file_npz(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(100, 3))

@@ -118,3 +118,24 @@ def test_an_outage_longer_than_the_wait_is_one_line(postgres: ThrowawayPostgres)
     finally:
         storage.engine.dispose()
         postgres.start()
+
+
+def test_a_call_cancelled_by_a_stopping_proxy_is_an_outage() -> None:
+    """A proxy stopped mid-call answers CANCELLED: the worker waits for it like UNAVAILABLE
+    (before, one such call ended the worker with a traceback, exit 1, one trial FAIL)."""
+    import grpc
+
+    class RpcError(grpc.RpcError):  # what grpc._channel raises: code() and details()
+        def __init__(self, code: grpc.StatusCode) -> None:
+            super().__init__(code.name)
+            self._code = code
+
+        def code(self) -> grpc.StatusCode:
+            return self._code
+
+        def details(self) -> str:
+            return str(self._code.name)
+
+    assert is_outage(RpcError(grpc.StatusCode.CANCELLED))
+    assert is_outage(RpcError(grpc.StatusCode.UNAVAILABLE))
+    assert not is_outage(RpcError(grpc.StatusCode.INVALID_ARGUMENT))

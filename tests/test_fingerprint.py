@@ -274,8 +274,7 @@ def test_an_edited_hypermodel_is_refused_at_resume_down_every_stored_path(
     assert widths == {(4, 8, 16)}
     assert set(study.user_attrs["space_changes"][-1]) >= {"hypermodel.units_0"}
 
-    # A changed scale or a dropped choice: refused, with the flag too; a moved range is not a
-    # difference at all (Optuna samples a range that moved).
+    # A changed scale or a dropped choice: refused, with the flag too.
     code.write_text(HYPERMODEL.replace('"lr", 1e-3, 1e-2', '"lr", 1e-3, 1e-2, sampling="log"'))
     assert (
         main(["run", str(path), "--storage", storage_url, "--trials", "7", "--allow-narrowed"]) == 2
@@ -287,5 +286,46 @@ def test_an_edited_hypermodel_is_refused_at_resume_down_every_stored_path(
         main(["run", str(path), "--storage", storage_url, "--trials", "7", "--allow-narrowed"]) == 2
     )
     assert "hypermodel.units_0" in capsys.readouterr().err
-    code.write_text(HYPERMODEL.replace("[4, 8]", "[4, 8, 16]").replace("1e-2", "2e-2"))
-    assert main(["run", str(path), "--storage", storage_url, "--trials", "7"]) == 0
+    # A widened range is refused as a widened [space] range is (before: resumed silently); a
+    # renamed hyperparameter too (before: resumed, the old name's trials ranked with the new
+    # model's); a narrowed range resumes with the flag.
+    added = HYPERMODEL.replace("[4, 8]", "[4, 8, 16]")
+    for edit, needle in (
+        (added.replace("1e-3, 1e-2", "1e-3, 2e-2"), '"high": 0.02'),
+        (added.replace('"lr"', '"learning_rate"'), 'hypermodel.lr {"high": 0.01'),
+    ):
+        code.write_text(edit, encoding="utf-8")
+        for flag in ([], ["--allow-narrowed"]):
+            assert main(["run", str(path), "--storage", storage_url, "--trials", "7", *flag]) == 2
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and needle in err, err
+    code.write_text(added.replace("1e-3, 1e-2", "2e-3, 5e-3"), encoding="utf-8")
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "7"]) == 2
+    assert "hypermodel.lr" in capsys.readouterr().err
+    flag = ["--allow-narrowed"]
+    assert main(["run", str(path), "--storage", storage_url, "--trials", "7", *flag]) == 0
+    study = optuna.load_study(study_name="edited_hm", storage=storage_url)
+    assert [t.params for t in study.trials[: len(stored)]] == [p for _, _, p in stored]
+    assert 2e-3 <= study.trials[-1].params["lr"] <= 5e-3
+
+
+@pytest.mark.parametrize("foreign", ["trials", "direction"])
+def test_a_study_of_the_same_name_made_elsewhere_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], foreign: str
+) -> None:
+    """An Optuna user's own study under the name is neither counted nor taken over."""
+    path = write_study(tmp_path, "tiny_memorize", ONE_TRIAL)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    own = optuna.create_study(
+        study_name="tiny_memorize",
+        storage=url,
+        direction="minimize" if foreign == "trials" else "maximize",
+    )
+    if foreign == "trials":
+        own.optimize(lambda t: t.suggest_float("q", 0.0, 1.0), n_trials=2)
+    assert main(["run", str(path), "--storage", url]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    needle = "that no capsearch search made" if foreign == "trials" else "direction(s) maximize"
+    assert needle in line and "another study name" in line
+    after = optuna.load_study(study_name="tiny_memorize", storage=url)
+    assert len(after.trials) == (2 if foreign == "trials" else 0) and after.user_attrs == {}

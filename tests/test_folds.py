@@ -67,6 +67,15 @@ def test_a_trial_value_is_the_mean_over_folds(tmp_path: Path, shared_data: Path)
     assert test["refit"] == "train+validation"
     assert test["n_train"] == 614  # 768 rows less the 154 test rows: train + validation
 
+    # rerun re-trains the fold its curve is from (before: one split against the fold mean,
+    # "NOT reproduced" every time).
+    from search.replay.rerun import rerun_stored
+
+    lines: list[str] = []
+    result = rerun_stored(spec, SearchOptions(storage=url), trials[0].number, echo=lines.append)
+    assert result.reproduced and result.stored == trials[0].user_attrs["fold_values"][0]
+    assert any("val_loss of fold 1" in line for line in lines)
+
 
 @pytest.mark.parametrize(
     ("pruner", "needle"),

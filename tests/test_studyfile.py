@@ -11,7 +11,7 @@ import pytest
 from search.errors import StudyFileError
 from search.spec.space import Choice, FloatRange, IntRange
 from search.spec.studyfile import known_studies, load_study, spec_from_dict
-from tests.conftest import TINY_MEMORIZE, write_study
+from tests.conftest import ROOT, TINY_MEMORIZE, write_study
 
 SHIPPED = known_studies()
 
@@ -161,3 +161,12 @@ def test_study_files_are_plain_toml() -> None:
     for name in SHIPPED:
         raw = tomllib.loads((Path(__file__).parent.parent / "spaces" / f"{name}.toml").read_text())
         assert "objective" in raw and "space" in raw and "data" in raw
+
+
+@pytest.mark.parametrize("name", ["..", ".", "-x", " padded"])
+def test_a_study_name_that_is_a_path_or_an_option_is_refused(tmp_path: Path, name: str) -> None:
+    """A file ``...toml`` made a study ``..`` whose report went into ``storage/`` itself."""
+    path = tmp_path / f"{name}.toml"
+    path.write_text((ROOT / "spaces" / "overfit30_memorize.toml").read_text(), encoding="utf-8")
+    with pytest.raises(StudyFileError, match="would be a path or an option; rename the file"):
+        load_study(path)

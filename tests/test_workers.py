@@ -656,3 +656,22 @@ def test_a_trial_failed_by_another_worker_as_it_ends_is_dropped_not_a_crash(
         TrialState.COMPLETE,
     ]
     assert "trial 0 was marked FAIL meanwhile" in caplog.text
+
+
+def test_a_trial_stopped_by_the_operator_is_requeued_without_using_a_retry(
+    storage_url: str,
+) -> None:
+    """Ctrl-C four times on one trial: before, the fourth stop said "retries used up" and the
+    parameters were gone (1 WAITING trial, then 0)."""
+    study = optuna.create_study(study_name="stops", storage=open_storage(storage_url))
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    failed = study.tell(trial, state=TrialState.FAIL)
+    for _ in range(4):
+        assert requeue_trial(study, failed, max_retry=2, stopped=True) == 0
+        again = study.ask()
+        assert again.params == failed.params
+        failed = study.tell(again, state=TrialState.FAIL)
+    assert failed.system_attrs["retry_history"] == []
+    assert len(failed.system_attrs["stop_history"]) == 4
+    assert requeue_trial(study, failed, max_retry=2) == 1  # a crash still counts

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import re
 import sys
@@ -31,7 +33,7 @@ from search.data.memory import check_arrays, write_arrays
 from search.engine.study import best_trial, count_finished
 from search.errors import InputError
 from search.runs import SearchOptions, SearchRun
-from search.spec.studyfile import OBJECTIVES, load_study, spec_from_dict
+from search.spec.studyfile import OBJECTIVES, PRUNERS, load_study, spec_from_dict
 from search.storage.urls import resolve_storage_url
 from search.views.trial_plots import artifact_dir
 
@@ -90,7 +92,7 @@ def search(
         baselines: Hand-made configurations, run first and never pruned; keys left out take
             plain defaults (``{"layers": 2, "units": 16}``).
         trials: Finished trials the study should have in all.
-        timeout: Stop starting trials after this many seconds.
+        timeout: Stop starting trials after this many seconds (a positive number, or None).
         epochs: The epoch cap of a trial.
         patience: Stop a trial this many epochs past its best one.
         steps_per_epoch: Make an epoch this many optimizer steps (tiny data sets).
@@ -99,7 +101,9 @@ def search(
         standardize_target: Regression: centre and scale the target with its training mean and
             std (losses are then in its std's units); the best model still predicts raw values
             (a ``Rescaling`` layer holds the statistics).
-        pruner: ``"hyperband"``, ``"successive_halving"``, ``"median"`` or ``"none"``.
+        pruner: ``"hyperband"``, ``"successive_halving"``, ``"median"`` or ``"none"``: a name,
+            not an Optuna pruner object (a pruner's options go in the study file's ``[pruner]``
+            table, docs/study-files.md).
         storage: Storage URL (``None``: ``$CAPSEARCH_STORAGE``, else ``storage/studies.db``).
         study_name: The study's name (default ``python_<objective>``): another name starts
             another study.
@@ -112,11 +116,13 @@ def search(
             choices (added choices are written onto the stored trials first).
 
     Returns:
-        The study, the best parameters and (re-trained on first use) the best model.
+        The study, the best parameters and (re-trained on first use) the best model. A call
+        that ends with no completed trial still returns it; its ``best_*`` then say so.
 
     Raises:
-        InputError: Bad input (lengths, NaN, labels, empty arrays, unknown space keys), raised
-            before any study is created.
+        InputError: Bad input (lengths, NaN, labels, empty arrays, unknown space keys, a
+            non-positive timeout, an object where a name or number belongs), raised before any
+            study is created.
         search.errors.StudyMismatchError: The study exists with other data, space or objective.
 
     Example:
@@ -130,10 +136,29 @@ def search(
     """
     if objective not in OBJECTIVES:
         raise InputError(f"objective={objective!r} is unknown; use one of {', '.join(OBJECTIVES)}.")
-    if not isinstance(workers, int) or workers < 1:
+    workers = _integer("workers", workers)
+    if workers < 1:
         raise InputError(f"workers={workers!r} must be a positive integer.")
-    if not isinstance(trials, int) or trials < 1:
+    trials = _integer("trials", trials)
+    if trials < 1:
         raise InputError(f"trials={trials!r} must be a positive integer.")
+    timeout = _timeout(timeout)
+    _check_pruner(pruner)
+    if storage is not None and not isinstance(storage, str):
+        raise InputError(
+            f"storage={type(storage).__name__} is not a storage URL; pass the URL as a string "
+            '(e.g. "sqlite:///studies.db"), as the CLI and the dashboard read the study from it.'
+        )
+    if study_name is not None and not isinstance(study_name, str):
+        hint = getattr(study_name, "study_name", None)
+        fix = f"pass its name: study_name={hint!r}" if isinstance(hint, str) else "pass a name"
+        raise InputError(f"study_name={type(study_name).__name__} is not a string; {fix}.")
+    # NumPy integers (np.int64 from a grid) would not go into the study file; plain ints do.
+    epochs, seed = _integer("epochs", epochs), _integer("seed", seed)
+    patience = None if patience is None else _integer("patience", patience)
+    steps_per_epoch = (
+        None if steps_per_epoch is None else _integer("steps_per_epoch", steps_per_epoch)
+    )
     if verbose not in (0, 1, 2):
         raise InputError(f"verbose={verbose!r} must be 0, 1 or 2, as in Keras.")
     if validation_data is not None and validation_split:
@@ -199,6 +224,45 @@ def search(
     )
 
 
+def _integer(name: str, value: Any) -> int:
+    """``value`` as a plain int (NumPy integers too), else a one-line InputError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name}={value!r} must be a whole number, e.g. {name}=10.")
+    return int(value)
+
+
+def _timeout(value: Any) -> float | None:
+    """None, or a positive number of seconds as a float."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or math.isnan(value)
+        or value <= 0
+    ):
+        raise InputError(
+            f"timeout={value!r} must be a positive number of seconds (e.g. timeout=600), or "
+            "None for no time limit."
+        )
+    return float(value)
+
+
+def _check_pruner(pruner: Any) -> None:
+    names = ", ".join(PRUNERS)
+    if isinstance(pruner, str):
+        if pruner not in PRUNERS:
+            raise InputError(f"pruner={pruner!r} is unknown; use one of {names}.")
+        return
+    # The study is stored as a study file that the CLI and workers re-read, so the pruner must
+    # be a name there, not a live object.
+    raise InputError(
+        f"pruner={type(pruner).__name__}(...) is not taken: an Optuna pruner object cannot be "
+        f"stored in the study file; pass one of the names {names} (a pruner's options go in "
+        "the study file's [pruner] table, docs/study-files.md)."
+    )
+
+
 def _run(
     spec: Any,
     url: str,
@@ -221,20 +285,24 @@ def _run(
         extra_callbacks=[progress.callback],
         allow_narrowed=allow_narrowed,
     )
+    verbosity = optuna.logging.get_verbosity()
     _quiet_libraries(verbose)
-    run = SearchRun(spec, options, echo=progress.echo)
-    try:
-        if workers == 1:
-            study = run.search()
-        else:
-            run.search_with_workers(workers)
-            study = optuna.load_study(study_name=spec.name, storage=run.storage())
+    try:  # the caller's Optuna logging level is theirs again after the call, even on an error
+        run = SearchRun(spec, options, echo=progress.echo)
+        try:
+            if workers == 1:
+                study = run.search()
+            else:
+                run.search_with_workers(workers)
+                study = optuna.load_study(study_name=spec.name, storage=run.storage())
+        finally:
+            progress.close()
+        result = SearchResult(study=study, spec=run.spec, _data=run.data)
+        if has_test and best_trial(study) is not None:
+            result.test_scores = _score_test(result, run)
+        return result
     finally:
-        progress.close()
-    result = SearchResult(study=study, spec=run.spec, _data=run.data)
-    if has_test and best_trial(study) is not None:
-        result.test_scores = _score_test(result, run)
-    return result
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _score_test(result: SearchResult, run: SearchRun) -> dict[str, float | None]:
@@ -270,7 +338,8 @@ def _finished_before(name: str, url: str) -> int:
 
 
 def _quiet_libraries(verbose: int) -> None:
-    # Optuna's INFO lines ("A new study created in RDB ...") are not the CLI's, at any verbose.
+    # Optuna's INFO lines ("A new study created in RDB ...") are not the CLI's, at any verbose;
+    # _run restores the caller's level. TF_CPP_MIN_LOG_LEVEL stays: TensorFlow reads it once.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if verbose < 2:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -12,7 +12,14 @@ from optuna.trial import TrialState
 from search.engine.stored import model_params
 from search.engine.study import best_trial
 from search.errors import ReplayError
-from search.views.summary import comparison_rows, format_params, trial_params
+from search.views.summary import (
+    GAP_NOTE,
+    comparison_rows,
+    curve_at_best_epoch,
+    format_params,
+    running_train_loss,
+    trial_params,
+)
 
 if TYPE_CHECKING:
     import keras
@@ -23,7 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SearchResult"]
 
-_COLUMNS = ("row", "trial", "state", "value", "train_loss", "val_loss", "params", "epochs")
+_COLUMNS = ("row", "trial", "state", "value", "train_loss", "val_loss", "gap", "params", "epochs")
+_KEYS = (*_COLUMNS, "model", "train_loss_kind")  # rows()' keys, also with no row
 
 
 @dataclass
@@ -47,7 +55,13 @@ class SearchResult:
         """The completed trial with the lowest loss (ties: the smaller, then the earlier one)."""
         best = best_trial(self.study)
         if best is None:
-            raise ReplayError(f"study {self.study.study_name} has no completed trial yet.")
+            # A call can end this way (every trial pruned or failed, a short timeout); the
+            # study is kept, so the way on is to resume it.
+            raise ReplayError(
+                f"study {self.study.study_name} has no completed trial yet "
+                f"({self._counts()}); run the same search.search(...) call again with more "
+                "trials= or a longer timeout= to resume it."
+            )
         return best
 
     @property
@@ -83,7 +97,14 @@ class SearchResult:
         return self._model
 
     def rows(self) -> list[dict[str, Any]]:
-        """The best trial, then every baseline: losses at the best epoch, size, epochs."""
+        """The best trial, then every baseline: losses at the best epoch, size, epochs.
+
+        As in the printed summary, ``train_loss``, ``val_loss`` and ``gap`` (``val_loss -
+        train_loss``) are taken at the trial's best epoch (not each curve's own minimum).
+        ``train_loss_kind`` is ``"running"`` where the training loss is Keras' running one
+        (dropout on, mean over the epoch's batches: the gap can be negative) and
+        ``"inference"`` where it was measured on the whole training set.
+        """
         out = []
         for label, trial in comparison_rows(self.study):
             attrs = trial.user_attrs
@@ -93,20 +114,25 @@ class SearchResult:
                     "trial": trial.number,
                     "state": trial.state.name.lower(),
                     "value": trial.values[0] if trial.values else None,
-                    "train_loss": attrs.get("train_loss_best"),
-                    "val_loss": attrs.get("val_loss_best"),
+                    "train_loss": _loss_at_best(attrs, "train"),
+                    "val_loss": _loss_at_best(attrs, "val"),
+                    "gap": attrs.get("gap_at_best"),
                     "params": attrs.get("param_count"),
                     "epochs": attrs.get("epochs_run"),
                     "model": format_params(trial_params(trial)),
+                    "train_loss_kind": attrs.get("train_loss_kind"),
                 }
             )
         return out
 
     def summary(self) -> pandas.DataFrame:
-        """A pandas DataFrame of :meth:`rows` (``pip install pandas``), indexed by row."""
+        """A pandas DataFrame of :meth:`rows` (``pip install pandas``), indexed by row.
+
+        With no completed trial and no baseline it has the columns and no row.
+        """
         import pandas
 
-        return pandas.DataFrame(self.rows()).set_index("row")
+        return pandas.DataFrame(self.rows(), columns=list(_KEYS)).set_index("row")
 
     def _counts(self) -> str:
         trials = self.study.get_trials(deepcopy=False)
@@ -119,7 +145,9 @@ class SearchResult:
 
     def _repr_html_(self) -> str:
         """The summary as an HTML table, for Jupyter."""
-        head = "".join(f"<th>{c}</th>" for c in (*_COLUMNS, "model"))
+        running = running_train_loss(self.study)
+        names = {"train_loss": "run_train_loss", "gap": "run_gap"} if running else {}
+        head = "".join(f"<th>{names.get(c, c)}</th>" for c in (*_COLUMNS, "model"))
         body = []
         for row in self.rows():
             cells = "".join(f"<td>{html.escape(_cell(row[c]))}</td>" for c in (*_COLUMNS, "model"))
@@ -127,14 +155,27 @@ class SearchResult:
         title = html.escape(
             f"study {self.study.study_name} ({self.spec.objective}): {self._counts()}"
         )
+        note = f"<p>({html.escape(GAP_NOTE)})</p>" if running and body else ""
+        if best_trial(self.study) is None:
+            note += "<p>no completed trial yet: run the same call again to resume the study.</p>"
         test = ""
         if self.test_scores:
             scores = ", ".join(f"{k} {_cell(v)}" for k, v in self.test_scores.items())
             test = f"<p>test: {html.escape(scores)}</p>"
         return (
             f"<p><b>{title}</b></p><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>{test}"
+            f"<tbody>{''.join(body)}</tbody></table>{note}{test}"
         )
+
+
+def _loss_at_best(attrs: dict[str, Any], split: str) -> float | None:
+    """A split's loss at the best epoch: its curve's value there, else the stored best.
+
+    The curve, as the printed summary table takes it; the stored best for a trial recorded
+    without curves.
+    """
+    at_best = curve_at_best_epoch(attrs, f"{split}_curve")
+    return at_best if at_best is not None else attrs.get(f"{split}_loss_best")
 
 
 def _cell(value: Any) -> str:

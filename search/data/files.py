@@ -224,10 +224,20 @@ def read_npz(
         DataError: The file is unreadable, an array is missing, not numeric, of another length
             or holds NaN or infinity.
     """
+    if path.is_file() and not zipfile.is_zipfile(path):  # numpy would offer to unpickle it
+        raise DataError(
+            f"{path} is not a .npz archive; write one with numpy.savez(path, x=..., y=...), or "
+            "give a .csv file."
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except ValueError as error:  # an object array inside: never unpickled
+        raise DataError(
+            f"{path} holds an array of Python objects, which is not loaded (it would run "
+            "pickled code); save numeric arrays (numpy.savez with float or int arrays)."
+        ) from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"cannot read {path} as .npz: {one_line(error)}") from error
     names = list(features) or [name for name in arrays if name != target]
     missing = [name for name in (*names, target) if name not in arrays]
@@ -294,8 +304,8 @@ def load_file(options: Mapping[str, Any], context: DataContext) -> Dataset:
     path = resolve_user_path(options["path"], context)
     if not path.is_file():
         raise DataError(
-            f"data file not found: data.path={options['path']!r} ({path}); the path is relative "
-            f"to {context.base_dir}."
+            f"data file not found: data.path={options['path']!r} ({path.resolve()}); the path "
+            f"is relative to the study file's folder ({context.base_dir.resolve()})."
         )
     target, task = options["target"], options["task"]
     if path.suffix.lower() == ".npz":
@@ -318,6 +328,18 @@ def load_file(options: Mapping[str, Any], context: DataContext) -> Dataset:
         train, val, test = stratified_split(y, *fractions, options["seed"])
     if len(train) == 0:
         raise DataError(f"{path} has {len(y)} rows: too few to split; give it more rows.")
+    if options["validation_fraction"] > 0 and len(val) == 0:  # else every trial is pruned
+        many = (
+            f" (the target has {len(classes)} classes over {len(y)} rows, most too small to "
+            'split: if it is a number, use task = "regression")'
+            if classes and len(classes) > len(y) / 4
+            else ""
+        )
+        raise DataError(
+            f"{path}: {len(y)} rows leave no validation row at validation_fraction = "
+            f"{options['validation_fraction']:g}{many}; give it more rows or raise "
+            "data.validation_fraction."
+        )
     x_train, (x_val, x_test) = x[train], [take(x, val), take(x, test)]
     reference: dict[str, Any] = {"features": feature_names, "target": target}
     if options["standardize"]:

@@ -44,7 +44,7 @@ class MemoryData:
 
 def _features(x: Any, where: str) -> tuple[Features, list[str]]:
     names: list[str] = []
-    if hasattr(x, "columns") and hasattr(x, "to_numpy"):  # a pandas DataFrame
+    if _is_frame(x):  # a pandas DataFrame
         names = [str(c) for c in x.columns]
         kinds = getattr(x, "dtypes", [])
         for name, kind in zip(names, kinds, strict=False):
@@ -79,6 +79,35 @@ def _features(x: Any, where: str) -> tuple[Features, list[str]]:
     if len(bad):
         raise InputError(f"{where} has NaN or infinity in row {bad[0]}; fix or drop those rows.")
     return np.asarray(array, dtype=np.float32), names
+
+
+def _is_frame(x: Any) -> bool:
+    return hasattr(x, "columns") and hasattr(x, "to_numpy")
+
+
+def _columns_as_in(frame: Any, train: list[str], where: str) -> Any:
+    """``frame`` with its columns in the training frame's order, matched by name.
+
+    The model sees columns by position, so a validation or test frame with the same columns in
+    another order would be scored on swapped features without this.
+    """
+    found = [str(c) for c in frame.columns]
+    if found == train:
+        return frame
+    missing = [c for c in train if c not in found]
+    extra = [c for c in found if c not in train]
+    if missing or extra:
+        parts = [f"lacks x's columns {missing}"] if missing else []
+        parts += [f"has columns {extra} that x lacks"] if extra else []
+        raise InputError(
+            f"{where} {' and '.join(parts)}; give every split the same column names as x."
+        )
+    if len(set(found)) != len(found) or len(set(train)) != len(train):
+        raise InputError(
+            f"{where} has its columns in another order than x and a name repeats, so they "
+            "cannot be matched by name; give each column a unique name."
+        )
+    return frame.iloc[:, [found.index(c) for c in train]]
 
 
 def _labels(y: Any, where: str) -> np.ndarray:
@@ -141,7 +170,9 @@ def check_arrays(splits: Mapping[str, tuple[Any, Any]], task: Task | None = None
 
     Raises:
         InputError: Mismatched lengths or widths, NaN or infinity, an empty array, labels that
-            do not fit the task (three classes for a binary task), non-numeric features.
+            do not fit the task (three classes for a binary task), non-numeric features, a
+            validation or test DataFrame whose column names differ from x's (the same names in
+            another order are put in x's order).
 
     Example:
         >>> data = check_arrays({"train": (np.array([[0.0], [1.0]]), np.array([0, 1]))})
@@ -152,8 +183,11 @@ def check_arrays(splits: Mapping[str, tuple[Any, Any]], task: Task | None = None
         raise InputError(f"task={task!r} is unknown; use one of {', '.join(TASKS)} or None.")
     raw: dict[str, tuple[Features, np.ndarray]] = {}
     names: list[str] = []
+    train_x = splits["train"][0]
     for split, (x, y) in splits.items():
         label = {"train": "x", "val": "validation_data x", "test": "test_data x"}[split]
+        if split != "train" and _is_frame(train_x) and _is_frame(x):
+            x = _columns_as_in(x, [str(c) for c in train_x.columns], label)
         features, found = _features(x, label)
         labels = _labels(y, label.replace("x", "y").rstrip())
         if features.shape[0] != len(labels):

@@ -140,23 +140,36 @@ class _Heartbeat:
         self._storage.remove_session()
 
 
-def requeue_trial(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> int | None:
+def requeue_trial(
+    study: optuna.Study, trial: FrozenTrial, max_retry: int, *, stopped: bool = False
+) -> int | None:
     """Put a failed trial's parameters back in the queue, at most ``max_retry`` times in a row.
 
     Like Optuna's ``RetryHeartbeatStaleTrialCallback``: the new WAITING trial keeps params,
     distributions and user attributes (not the failure's reason or worker) and the system
     attributes ``failed_trial`` (the first failed trial) and ``retry_history``.
 
+    ``stopped``: the trial was interrupted by a stop signal (Ctrl-C, SIGTERM), not a crash. It
+    is re-queued whatever its retries and uses none (``stop_history`` records it), so an
+    operator who stops a study four times loses no trial.
+
     Returns:
-        The retry count of the new trial (1 for the first retry), or None when
-        ``max_retry`` retries were used up.
+        The retry count of the new trial (1 for the first retry; for a stopped trial, the
+        retries it had used), or None when ``max_retry`` retries were used up.
     """
-    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    history = list(trial.system_attrs.get("retry_history", []))
+    stops = list(trial.system_attrs.get("stop_history", []))
+    if stopped:
+        stops.append(trial.number)
+    else:
+        history.append(trial.number)
     if len(history) > max_retry:
         return None
     system_attrs = {k: v for k, v in trial.system_attrs.items() if k not in _REASON_ATTRS}
     system_attrs["failed_trial"] = trial.system_attrs.get("failed_trial", trial.number)
     system_attrs["retry_history"] = history
+    if stops:
+        system_attrs["stop_history"] = stops
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _REASON_ATTRS}
     study.add_trial(
         optuna.create_trial(

@@ -276,33 +276,50 @@ def distribution_form(distribution: BaseDistribution) -> dict[str, Any]:
 def declared_differences(
     study: optuna.Study, declared: Mapping[str, BaseDistribution]
 ) -> list[Difference]:
-    """The hyperparameters declared now that the stored trials sampled otherwise, by Optuna's rule.
+    """The stored trials' hyperparameters that the code now declares otherwise, or not at all.
+
+    A name the stored trials sampled that the code no longer declares (on its default path or
+    down any stored path), a range it widens and a distribution Optuna cannot resume (another
+    type, log scale or choice list) are differences; a narrowed range is one
+    ``--allow-narrowed`` accepts, as are added choices. A name declared now and never stored is
+    not: a conditional branch the stored trials never took declares names of its own.
 
     Example:
         >>> import optuna
         >>> from optuna.distributions import CategoricalDistribution as C
+        >>> from optuna.distributions import IntDistribution as I
         >>> study = optuna.create_study()
-        >>> study.optimize(lambda t: t.suggest_categorical("units_0", [16, 32]), n_trials=1)
-        >>> (found,) = declared_differences(study, {"units_0": C([16, 32, 64])})
-        >>> found.key, found.adds_choices
-        ('hypermodel.units_0', True)
-        >>> declared_differences(study, {"units_0": C([16, 32]), "new_one": C([1, 2])})
+        >>> study.optimize(lambda t: t.suggest_int("units", 4, 32), n_trials=1)
+        >>> declared_differences(study, {"units": I(4, 32), "new_one": C([1, 2])})
         []
+        >>> [(d.key, d.narrowing) for d in declared_differences(study, {"units": I(8, 16)})]
+        [('hypermodel.units', True)]
+        >>> [(d.key, d.allowed) for d in declared_differences(study, {"units": I(4, 64)})]
+        [('hypermodel.units', False)]
+        >>> [(d.key, d.new) for d in declared_differences(study, {"width": I(4, 32)})]
+        [('hypermodel.units', None)]
     """
     from optuna.distributions import check_distribution_compatibility
 
     stored: dict[str, BaseDistribution] = {}
     for trial in reversed(study.get_trials(deepcopy=False)):  # the latest: after any widening
         for name, distribution in trial.distributions.items():
-            if name in declared:
-                stored.setdefault(name, distribution)
+            stored.setdefault(name, distribution)
     out: list[Difference] = []
     for name in sorted(stored):
+        old = distribution_form(stored[name])
+        if name not in declared:
+            out.append(Difference(f"hypermodel.{name}", old, None))
+            continue
+        new = distribution_form(declared[name])
+        if new == old:
+            continue
         try:
             check_distribution_compatibility(stored[name], declared[name])
         except ValueError:
-            old, new = distribution_form(stored[name]), distribution_form(declared[name])
             out.append(Difference(f"hypermodel.{name}", old, new, False, _adds_choices(old, new)))
+            continue
+        out.append(Difference(f"hypermodel.{name}", old, new, _narrows(old, new)))
     return out
 
 

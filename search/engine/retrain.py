@@ -48,4 +48,17 @@ def retrain_trial(
             spec, data, load_hypermodel(spec), hp, seed=seed, epochs=epochs, history=history
         )
     params = model_params(spec, trial)
-    return train_params(spec, data, params, seed=seed, epochs=epochs, history=history)
+    return train_params(
+        spec,
+        data,
+        params,
+        seed=seed,
+        epochs=epochs,
+        history=history,
+        schedule_epochs=trial_epoch_cap(spec, trial),
+    )
+
+
+def trial_epoch_cap(spec: StudySpec, trial: FrozenTrial) -> int:
+    """The epochs a stored trial could train in the search: its baseline's cap or the study's."""
+    return spec.baseline_epochs(trial.user_attrs.get("baseline")) or spec.training.epochs

@@ -141,6 +141,8 @@ def open_study(
         load_if_exists=True,
     )
     created = spec.name not in existing
+    if not created:
+        _check_resumable(study, spec, stored_trials)
     if created or "study_file" not in study.user_attrs:
         try:
             _record_study(study, spec, file_text)
@@ -150,6 +152,37 @@ def open_study(
                     optuna.delete_study(study_name=spec.name, storage=storage)
             raise
     return study, created
+
+
+_OWN_MARKS = ("study_file", "spec", "fingerprint", "objective")
+"""User attributes every study this package made carries (the oldest ones at least one)."""
+
+
+def _check_resumable(study: optuna.Study, spec: StudySpec, stored_trials: int) -> None:
+    """Refuse a stored study of the same name that this package did not make, or that
+    optimizes in other directions: resuming it would mix its trials into this search's best.
+
+    An empty study with no marks (a creation interrupted before its attributes were written)
+    is taken over.
+    """
+    from search.errors import StudyMismatchError
+
+    name = study.study_name
+    ours = any(mark in study.user_attrs for mark in _OWN_MARKS)
+    if not ours and stored_trials:
+        raise StudyMismatchError(
+            f"study {name!r} holds {stored_trials} trial(s) that no capsearch search made (it "
+            "stores no study file); nothing was run. Give this search another study name (rename "
+            f"the study file, or study_name= from Python), or delete that study (capsearch "
+            f"delete {name} with the same --storage) if it is not needed."
+        )
+    stored = [d.name.lower() for d in study.directions]
+    if stored != list(spec.directions):
+        raise StudyMismatchError(
+            f"study {name!r} is stored with direction(s) {', '.join(stored)}, this search's are "
+            f"{', '.join(spec.directions)}; nothing was run. Give this search another study "
+            "name (rename the study file, or study_name= from Python)."
+        )
 
 
 def _study_file_text(spec: StudySpec) -> str:
@@ -167,7 +200,7 @@ def _study_file_text(spec: StudySpec) -> str:
 
 def _record_study(study: optuna.Study, spec: StudySpec, file_text: str) -> None:
     """A new study's file, spec, versions, baselines (enqueued) and metric names."""
-    study.set_user_attr("study_file", str(spec.path))
+    study.set_user_attr("study_file", str(spec.path.resolve()))  # found from any folder
     study.set_user_attr("study_file_text", file_text)
     study.set_user_attr("spec", json.loads(json.dumps(spec.to_dict())))
     study.set_user_attr("objective", spec.objective)

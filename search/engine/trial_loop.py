@@ -538,8 +538,6 @@ def _stop_trial(
     frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     result.failed += 1
     prefix = f"[{worker}] " if worker else ""
-    retry = requeue_trial(study, frozen, liveness.max_retry)
-    if retry is not None:
-        result.requeued += 1
-    note = f"re-queued (retry {retry}/{liveness.max_retry})" if retry else "retries used up"
-    echo(f"{prefix}trial {frozen.number} FAIL: {reason}; {note}")
+    requeue_trial(study, frozen, liveness.max_retry, stopped=True)  # a stop uses no retry
+    result.requeued += 1
+    echo(f"{prefix}trial {frozen.number} FAIL: {reason}; re-queued")

@@ -51,6 +51,7 @@ class RerunResult:
     rerun: float
     curve_max_rel_diff: float
     tolerance: float
+    scope: str = ""  # " of fold 1" in a cross-validated study: the fold its curve is from
 
     @property
     def rel_diff(self) -> float:
@@ -65,7 +66,8 @@ class RerunResult:
         verdict = "reproduced" if self.reproduced else "NOT reproduced"
         return [
             f"trial {self.trial}: re-ran {self.epochs} epochs with seed {self.seed}",
-            f"  stored {self.monitor} {self.stored:.8g}, re-run {self.rerun:.8g}: relative "
+            f"  stored {self.monitor}{self.scope} {self.stored:.8g}, re-run {self.rerun:.8g}: "
+            "relative "
             f"difference {self.rel_diff:.2e} (tolerance {self.tolerance:g}): {verdict}",
             f"  whole curve: largest relative difference per epoch {self.curve_max_rel_diff:.2e}",
         ]
@@ -89,7 +91,9 @@ def rerun_trial(
     """Re-train a stored trial for the epochs it ran and compare with what it stored.
 
     The compared value is the best epoch's loss (the trial's value); every epoch of the curve
-    is compared too.
+    is compared too. In a cross-validated study (``[training] folds``) the trial's value is a
+    mean over folds and its stored curve is its first fold's: that fold is re-trained and
+    compared with its own value (``fold_values[0]``).
 
     Raises:
         ReplayError: The trial stored no curve to compare with.
@@ -98,9 +102,18 @@ def rerun_trial(
     stored = stored_value(spec, trial)
     curve_key = "val_curve" if monitor == "val_loss" else "train_curve"
     stored_curve: list[Any] = list(trial.user_attrs.get(curve_key) or [])
+    scope = ""
+    if spec.training.folds:
+        values = trial.user_attrs.get("fold_values") or []
+        stored, scope = (float(values[0]) if values else None), " of fold 1"
     if stored is None or not stored_curve:
         raise ReplayError(f"trial {trial.number} stored no {monitor} curve to compare with.")
     from search.engine.retrain import retrain_trial  # TensorFlow, once the input is checked
+
+    if spec.training.folds:  # the folds the search cut, seed 0 (search.engine.folds)
+        from search.training.prepared import PreparedData, fold_datasets
+
+        data = PreparedData(fold_datasets(data.dataset, int(spec.training.folds))[0])
 
     epochs = len(stored_curve)
     run = retrain_trial(spec, data, trial, epochs=epochs)
@@ -121,6 +134,7 @@ def rerun_trial(
         rerun=rerun,
         curve_max_rel_diff=max(diffs, default=math.inf),
         tolerance=rel_tol,
+        scope=scope,
     )
 
 

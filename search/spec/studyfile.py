@@ -423,7 +423,16 @@ def load_study(name_or_path: str | Path, folder: Path | None = None) -> StudySpe
         raise StudyFileError(str(path), "", f"cannot read the file: {exc.strerror}.") from None
     except tomllib.TOMLDecodeError as exc:
         raise StudyFileError(str(path), "", f"not valid TOML: {exc}.") from None
-    return spec_from_dict(raw, name=path.stem, path=path)
+    name = path.stem
+    if name.strip(".") == "" or name.startswith("-") or name != name.strip():
+        # The name becomes folder names (reports, exports, plots) and a command argument.
+        raise StudyFileError(
+            str(path),
+            "",
+            f"the study name {name!r} (the file's name) would be a path or an option; rename "
+            "the file to a name with a letter or digit first, such as my_study.toml.",
+        )
+    return spec_from_dict(raw, name=name, path=path)
 
 
 def spec_from_dict(raw: Mapping[str, Any], *, name: str, path: Path) -> StudySpec:

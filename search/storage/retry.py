@@ -160,10 +160,12 @@ def _grpc_outage(exc: BaseException) -> bool | None:
     """For a gRPC error: whether the proxy (or the database behind it) is away; else None."""
     code = getattr(exc, "code", None)
     details = getattr(exc, "details", None)
-    if not (callable(code) and callable(details)) or type(exc).__module__.split(".")[0] != "grpc":
+    from_grpc = any(c.__module__.split(".")[0] == "grpc" for c in type(exc).__mro__)
+    if not (callable(code) and callable(details)) or not from_grpc:
         return None
     name = getattr(code(), "name", "")
-    if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+    # CANCELLED: a proxy stopping cancels the calls it is answering (workers cancel none).
+    if name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"):
         return True
     text = str(details() or "").lower()
     return name in ("UNKNOWN", "INTERNAL") and any(m in text for m in _OUTAGE_MARKERS)
@@ -175,7 +177,8 @@ def is_outage(exc: BaseException) -> bool:
     Recognised: PostgreSQL shutting down, starting up or refusing connections (SQLSTATE
     classes 08 and 57P), a connection SQLAlchemy found dead (``connection_invalidated``), the
     messages psycopg and MySQL drivers give for a lost connection, a gRPC proxy that is
-    unavailable, and a proxy whose own database call failed that way.
+    unavailable or stopped while answering (the call cancelled), and a proxy whose own database
+    call failed that way.
 
     Example:
         >>> is_outage(RuntimeError("FATAL: the database system is shutting down"))

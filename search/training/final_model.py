@@ -17,8 +17,8 @@ compiled one on load). :func:`usable_model` returns the same weights as a model 
 * has its optimizer built (fresh slots), so ``keras.models.load_model`` restores it without the
   "Skipping variable loading for optimizer" warning.
 
-Hypermodel models are the user's own: they keep their compile settings and only lose the
-sparse first layer.
+Hypermodel models are the user's own: they keep their compile settings, lose the sparse first
+layer and gain the same two layers where the data were standardized.
 """
 
 from __future__ import annotations
@@ -47,35 +47,20 @@ def usable_model(
         model: A trained model (built-in family or a hypermodel's).
         dataset: Its data: task, input width and, when standardized, the statistics.
         params: The trial's model parameters (built-in family); ``None`` for a hypermodel,
-            whose model keeps its own compile settings.
+            whose model keeps its own compile settings (loss, metrics, a fresh optimizer of
+            its kind), also where it gains the layers that take raw inputs and give raw values.
     """
     plain = plain_dense_copy(model)
-    if params is None:
-        return plain
-    if plain is model:  # a copy, so the trained model stays as the search left it
+    if params is not None and plain is model:  # a copy: the trained model stays as it was
         plain = keras.models.clone_model(model)
         plain.set_weights(model.get_weights())
-    mean = dataset.reference.get("feature_mean")
-    std = dataset.reference.get("feature_std")
-    raw_inputs = mean is not None and std is not None and not dataset.is_sparse
-    target = _target_stats(dataset)
-    if raw_inputs or target is not None:
-        inputs = keras.Input(shape=(dataset.n_features,), name="features", sparse=dataset.is_sparse)
-        features = inputs
-        if raw_inputs:
-            features = keras.layers.Normalization(
-                mean=np.asarray(mean, dtype=np.float32),
-                variance=np.square(np.asarray(std, dtype=np.float32)),
-                name="standardize",
-            )(inputs)
-        outputs = plain(features)
-        if target is not None:  # it learned the standardized target: predict raw values
-            outputs = keras.layers.Rescaling(scale=target[1], offset=target[0], name=UNSTANDARDIZE)(
-                outputs
-            )
-        final = keras.Model(inputs, outputs, name="dense_stack_raw_inputs")
-    else:
-        final = plain
+    final = _with_raw_ends(plain, dataset)
+    if params is None:
+        if final is not plain:
+            config = plain.get_compile_config()
+            if config:
+                final.compile_from_config(config)
+        return final
     rate = float(params.get("learning_rate", 1e-3))
     optimizer = make_optimizer(
         params.get("optimizer", "adam"),
@@ -88,6 +73,31 @@ def usable_model(
     final.compile(optimizer=optimizer, loss=training_loss(dataset.task, params), metrics=metrics)
     optimizer.build(final.trainable_variables)  # saved with its slots: loads without warning
     return final
+
+
+def _with_raw_ends(plain: keras.Model, dataset: Dataset) -> keras.Model:
+    """``plain`` behind a ``standardize`` layer and before an ``unstandardize_target`` one,
+    where the data set standardized its features or its target; else ``plain`` itself."""
+    mean = dataset.reference.get("feature_mean")
+    std = dataset.reference.get("feature_std")
+    raw_inputs = mean is not None and std is not None and not dataset.is_sparse
+    target = _target_stats(dataset)
+    if not raw_inputs and target is None:
+        return plain
+    inputs = keras.Input(shape=(dataset.n_features,), name="features", sparse=dataset.is_sparse)
+    features = inputs
+    if raw_inputs:
+        features = keras.layers.Normalization(
+            mean=np.asarray(mean, dtype=np.float32),
+            variance=np.square(np.asarray(std, dtype=np.float32)),
+            name="standardize",
+        )(inputs)
+    outputs = plain(features)
+    if target is not None:  # it learned the standardized target: predict raw values
+        outputs = keras.layers.Rescaling(scale=target[1], offset=target[0], name=UNSTANDARDIZE)(
+            outputs
+        )
+    return keras.Model(inputs, outputs, name=f"{plain.name}_raw_inputs")
 
 
 UNSTANDARDIZE = "unstandardize_target"

@@ -365,12 +365,47 @@ class EpochEvaluator(keras.callbacks.Callback):
             self._on_epoch(record)
 
 
+def output_probabilities(model: keras.Model, task: Task) -> Callable[[Any], Any] | None:
+    """The activation that turns ``model``'s outputs into probabilities, where it emits logits.
+
+    A model compiled with a cross-entropy ``from_logits=True`` (a KerasTuner habit: a plain
+    ``Dense`` output) is scored, as every trial is, by the task's loss on probabilities: its
+    outputs pass through a sigmoid (binary) or softmax (multiclass) first.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model.compile(loss=keras.losses.BinaryCrossentropy(from_logits=True))
+        >>> output_probabilities(model, "binary").__name__
+        'sigmoid'
+        >>> model.compile(loss="binary_crossentropy")
+        >>> output_probabilities(model, "binary") is None
+        True
+    """
+    loss = getattr(model, "loss", None)
+    get_config = getattr(loss, "get_config", None)
+    if task == "regression" or get_config is None:
+        return None
+    try:
+        logits = bool(get_config().get("from_logits"))
+    except Exception:  # a user's own Loss whose config cannot be read: taken as probabilities
+        return None
+    if not logits:
+        return None
+    return keras.activations.sigmoid if task == "binary" else keras.activations.softmax
+
+
 def _model_parts_stats(model: keras.Model, data: PreparedData, task: Task) -> PartsStats:
     batch = data.splits["train"].batch_signature()
     compiled: dict[int, Any] = {}
+    to_probabilities = output_probabilities(model, task)
+
+    def predict(x: Any) -> Any:
+        out = model(x, training=False)
+        return out if to_probabilities is None else to_probabilities(out)
 
     def stats(parts: tuple[tuple[Any, Any], ...]) -> tuple[tf.Tensor, tf.Tensor]:
-        return summed_loss_and_hits(task, parts, lambda x: model(x, training=False))  # type: ignore[no-any-return]
+        return summed_loss_and_hits(task, parts, predict)  # type: ignore[no-any-return]
 
     def parts_stats(parts: Sequence[tuple[Any, Any]]) -> tuple[tf.Tensor, tf.Tensor]:
         # Traced once per model and number of parts, for parts of any size.

@@ -100,8 +100,13 @@ def train_params(
     epochs: int | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     history: History | None = None,
+    schedule_epochs: int | None = None,
 ) -> TrainingRun:
     """Build and train one model from ``params`` (also used to re-train the best trial).
+
+    ``schedule_epochs`` is the epoch count a learning-rate schedule spans (default: the
+    epochs trained). A stored trial re-trained for its best epochs passes its own epoch cap,
+    so a cosine decay falls as it fell in the search rather than over the shorter run.
 
     ``history`` is filled epoch by epoch, so it holds the records even when a callback (the
     pruner) interrupts training with an exception. ``shuffle = false`` in ``params`` trains on
@@ -119,7 +124,7 @@ def train_params(
         steps_per_execution=steps_per_execution(steps),
         build_optimizer=False,  # data.fit builds the slots if it trains through model.fit
         steps_per_epoch=steps,
-        epochs=epochs or spec.training.epochs,
+        epochs=schedule_epochs or epochs or spec.training.epochs,
     )
     history = history if history is not None else History()
     start = time.perf_counter()

@@ -208,6 +208,7 @@ def test_scores(
     """
     if spec.objective != "generalize" or dataset.x_test is None or dataset.y_test is None:
         return None
+    from search.engine.retrain import trial_epoch_cap
     from search.training.prepared import PreparedData, train_and_validation  # TensorFlow
     from search.training.run import train_params
     from search.training.session import clear_session
@@ -227,7 +228,10 @@ def test_scores(
             # model.fit, not the shared graphs: their traced graphs are per process and data
             # set, and a second sparse data set in one process failed in them (AlreadyExistsError).
             prepared = PreparedData(data, use_shared_graphs=False)
-            run = train_params(spec, prepared, params, seed=seed, epochs=epochs)
+            cap = trial_epoch_cap(spec, best)  # the span of its learning-rate schedule
+            run = train_params(
+                spec, prepared, params, seed=seed, epochs=epochs, schedule_epochs=cap
+            )
             loss, accuracy = prepared.evaluate(run.model, "test")
         out[rows] = {
             "loss": loss,

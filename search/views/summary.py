@@ -247,8 +247,8 @@ def comparison_table(study: optuna.Study) -> list[str]:
                 label,
                 str(trial.number),
                 _number(value) if value is not None else trial.state.name.lower(),
-                _number(_at_best(a, "train_curve")),
-                _number(_at_best(a, "val_curve")),
+                _number(curve_at_best_epoch(a, "train_curve")),
+                _number(curve_at_best_epoch(a, "val_curve")),
                 _number(a.get("gap_at_best")),
                 _number(a.get("val_accuracy_at_best")),
                 _number(a.get("param_count")),
@@ -301,7 +301,7 @@ def print_summary(study: optuna.Study, spec: StudySpec, echo: Echo = print) -> N
         )
 
 
-def _at_best(attrs: Mapping[str, Any], curve: str) -> float | None:
+def curve_at_best_epoch(attrs: Mapping[str, Any], curve: str) -> float | None:
     """A curve's value at the trial's best epoch."""
     values, best = attrs.get(curve), attrs.get("best_epoch")
     if not values or not best or best > len(values):
