@@ -227,3 +227,33 @@ def test_the_caller_keeps_optuna_logging(tmp_path: Path) -> None:
         assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
     finally:
         optuna.logging.set_verbosity(before)
+
+
+@pytest.mark.slow
+def test_trials_that_keep_failing_say_why_even_when_silent(tmp_path: Path) -> None:
+    """At ``verbose=0`` nothing printed the failures "above" the error that pointed at them."""
+    import keras
+
+    from search.errors import TrialsKeepFailing
+
+    def build_model(hp: Any) -> keras.Model:
+        units = hp.Int("units", 4, 4000)
+        if units != 4:  # the default path (4) builds; every sampled trial fails
+            raise RuntimeError(f"no room for {units} units")
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    x = np.random.default_rng(0).normal(size=(40, 2))
+    with pytest.raises(TrialsKeepFailing, match="the last one: RuntimeError: no room for"):
+        search.search(
+            x,
+            x[:, 0],
+            objective="memorize",
+            space=build_model,
+            trials=20,
+            epochs=1,
+            storage=f"sqlite:///{tmp_path / 'fail.db'}",
+            verbose=0,
+            trial_plots=False,
+        )

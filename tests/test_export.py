@@ -293,3 +293,23 @@ def test_a_cosine_trial_retrained_for_fewer_epochs_decays_as_it_did_in_the_searc
     run = retrain_trial(spec, data, trial, epochs=3)  # three of its eight epochs
     third = trial.user_attrs["val_curve"][2]
     assert run.history.records[-1].val_loss == pytest.approx(third, rel=1e-4)
+
+
+@pytest.mark.slow
+def test_the_export_record_says_which_output_is_which_label(tmp_path: Path) -> None:
+    """Text labels are encoded in sorted order; the record keeps that order (before: lost)."""
+    rows = "\n".join(f"{i % 5},{(i * 7) % 3},{['dog', 'cat'][i % 2]}" for i in range(60))
+    (tmp_path / "pets.csv").write_text(f"a,b,kind\n{rows}\n", encoding="utf-8")
+    text = (
+        'objective = "generalize"\ntrials = 1\n[data]\nsource = "file"\npath = "pets.csv"\n'
+        'target = "kind"\ntask = "binary"\n[training]\nepochs = 1\n[space]\nlayers = 1\n'
+        "units = 4\nl2 = 0.0\ndropout = 0.0\nbatch_size = 8\nlearning_rate = 0.01\n"
+        '[pruner]\nname = "none"\n'
+    )
+    path = write_study(tmp_path, "pets", text)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    run_search(load_study(path), SearchOptions(storage=url, trial_plots=False), echo=lambda _: None)
+    out = tmp_path / "out"
+    assert main(["export", str(path), "--storage", url, "--out", str(out)]) == 0
+    (record_path,) = out.glob("*.json")
+    assert json.loads(record_path.read_text())["classes"] == ["cat", "dog"]

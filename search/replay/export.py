@@ -192,6 +192,8 @@ def export_trial(
         "metrics": {k: trial.user_attrs[k] for k in METRIC_ATTRIBUTES if k in trial.user_attrs},
         "data": {"source": spec.data.source, **spec.data.options},
         "model_file": model_path.name,
+        # Which output is which label: index i of the model's output is classes[i].
+        "classes": data.dataset.reference.get("classes"),
         "verification": {
             "split": split,
             "loss": loss,

@@ -217,8 +217,12 @@ class SearchRun:
         if result.signal_name is not None:
             raise WorkerStopped(result.signal_name)
         if result.reason == "failures":
+            failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            last = failed[-1].system_attrs.get("fail_reason") if failed else None
+            reason = f"; the last one: {last}" if last else ""  # also where no line was printed
             raise TrialsKeepFailing(
-                f"{self.worker.max_failures} trials in a row failed; see the reasons above"
+                f"{self.worker.max_failures} trials in a row failed{reason}; fix that and run "
+                "again (the finished trials are kept)"
             )
 
     # 6.-8. test, summary, note
