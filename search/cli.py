@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C; a stop signal gives 128 + its number (SIGTERM: 143)
 
 
 def _quiet_libraries() -> None:
@@ -663,16 +663,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SearchError as exc:  # e.g. trials that keep failing: stored, but no progress
         print(f"capsearch: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(
             "capsearch: interrupted; finished trials are stored, run again to resume",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return _interrupted_code(exc)
     except BrokenPipeError:  # `capsearch show ... | head`: the reader left, as it may
         # Python's own recipe: point stdout at devnull so the exit flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _interrupted_code(exc: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as shells report it: 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
+
+    Example:
+        >>> from search.errors import WorkerStopped
+        >>> _interrupted_code(KeyboardInterrupt()), _interrupted_code(WorkerStopped("SIGTERM"))
+        (130, 143)
+    """
+    import signal
+
+    name = getattr(exc, "signal_name", "SIGINT")
+    number = getattr(signal, str(name), signal.SIGINT)
+    return 128 + int(number)
 
 
 if __name__ == "__main__":

@@ -257,3 +257,13 @@ def test_trials_that_keep_failing_say_why_even_when_silent(tmp_path: Path) -> No
             verbose=0,
             trial_plots=False,
         )
+
+
+def test_one_hot_labels_are_refused_with_the_argmax_that_fixes_them() -> None:
+    """KerasTuner users pass ``to_categorical`` labels; the error names the way out."""
+    x = np.zeros((6, 2))
+    with pytest.raises(search.InputError, match=r"one-hot rows: pass y\.argmax\(axis=1\)"):
+        search.search(x, np.eye(3)[[0, 1, 2, 0, 1, 2]], objective="memorize")
+    with pytest.raises(search.InputError) as info:
+        search.search(x, np.ones((6, 2)), objective="memorize")
+    assert "one-hot" not in str(info.value)

@@ -117,7 +117,18 @@ def _labels(y: Any, where: str) -> np.ndarray:
     if array.ndim == 2 and array.shape[1] == 1:
         array = array.reshape(-1)
     if array.ndim != 1:
-        raise InputError(f"{where} has shape {array.shape}; give one label per row, shape (n,).")
+        one_hot = (
+            array.ndim == 2
+            and array.dtype.kind in "biuf"
+            and np.isin(array, (0, 1)).all()
+            and bool((array.sum(axis=1) == 1).all())
+        )
+        hint = (
+            " These are one-hot rows: pass y.argmax(axis=1), the class indices." if one_hot else ""
+        )
+        raise InputError(
+            f"{where} has shape {array.shape}; give one label per row, shape (n,).{hint}"
+        )
     if array.size == 0:
         raise InputError(f"{where} is empty; give one label per row.")
     if array.dtype.kind in "biuf" and not np.isfinite(array.astype(np.float64)).all():
