@@ -529,6 +529,17 @@ def test_a_split_that_leaves_no_validation_row_is_refused(tmp_path: Path) -> Non
         load_dataset("file", {"path": "float.csv", "target": "y", "task": "multiclass"}, ctx)
 
 
+def test_a_csv_without_a_header_or_with_a_repeated_name_says_so(tmp_path: Path) -> None:
+    """Before: a headerless file listed its first row as "the columns"; ``a,a,y`` was read."""
+    ctx = context(tmp_path, base_dir=tmp_path)
+    (tmp_path / "bare.csv").write_text("0.5,1.25,3\n0.1,2.0,4\n", encoding="utf-8")
+    with pytest.raises(DataError, match="the file has no header row; add one"):
+        load_dataset("file", {"path": "bare.csv", "target": "y"}, ctx)
+    (tmp_path / "twice.csv").write_text("a,a,y\n1,2,3\n4,5,6\n", encoding="utf-8")
+    with pytest.raises(DataError, match="names 'a' more than once"):
+        load_dataset("file", {"path": "twice.csv", "target": "y"}, ctx)
+
+
 def test_file_npz(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(100, 3))

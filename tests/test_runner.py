@@ -116,6 +116,11 @@ def test_generalize_run_scores_the_best_trial_on_test_once(
     # Re-training with the stored seed reproduces the trial's best validation loss.
     assert test["val_loss_retrained"] == pytest.approx(best.value, rel=1e-3)
     assert any(line.startswith("test (154 held-out rows") for line in lines)
+    # The floor beside the best: the majority class (65 % of Pima's rows are negative).
+    floor = study.user_attrs["constant_prediction"]
+    assert 0.6 < floor["val_accuracy"] < 0.7 and floor["val_loss"] > best.value
+    line = "  a constant prediction (the majority class) scores validation loss"
+    assert any(text.startswith(line) for text in lines)
 
 
 def test_resumed_study_continues_its_trial_count(tmp_path: Path, storage_url: str) -> None:

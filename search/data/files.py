@@ -129,6 +129,13 @@ def read_csv(
             header = [name.strip() for name in next(reader, [])]
             if not header:
                 raise DataError(f"{path} is empty; a CSV needs a header row, then one row a line.")
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:  # a name would pick one of its columns, silently
+                raise DataError(
+                    f"{path}: the header names {', '.join(map(repr, repeated))} more than once; "
+                    "give every "
+                    "column its own name."
+                )
             if not features:  # every column but the target, as for an NPZ
                 features = [name for name in header if name != target]
                 if not features:
@@ -137,6 +144,12 @@ def read_csv(
                     )
             missing = [name for name in (*features, target) if name not in header]
             if missing:
+                if all(_is_number(name) for name in header):  # the first row is data
+                    raise DataError(
+                        f"{path}: no column {missing[0]!r}, and the first row "
+                        f"({_names(header)}) is numbers: the file has no header row; add one "
+                        "naming the columns."
+                    )
                 raise DataError(
                     f"{path}: no column {missing[0]!r}; the columns are {_names(header)}. "
                     "Fix data.features or data.target."
@@ -169,6 +182,14 @@ def read_csv(
     if not rows:
         raise DataError(f"{path} has a header but no rows.")
     return np.array(rows, dtype=np.float64), np.array(targets)
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def csv_feature_names(

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.console import Echo
 from search.data import Dataset, data_context, load_dataset
+from search.data.constant import constant_prediction
 from search.data.target import large_target_warning
 from search.distributed.launcher import launch_workers
 from search.distributed.study_lock import study_lock
@@ -231,6 +232,9 @@ class SearchRun:
         if self.options.evaluate_test and self.spec.objective == "generalize":
             evaluate_best_on_test(self.spec, self.data(), study, self.echo)
         if self.options.summary:
+            if "constant_prediction" not in study.user_attrs:  # the floor the summary prints
+                constant = constant_prediction(self._load_dataset())
+                study.set_user_attr("constant_prediction", constant)
             print_summary(study, self.spec, self.echo)
             update_study_note(study, self.spec, self.echo)
 

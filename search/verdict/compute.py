@@ -6,7 +6,6 @@ Everything here reads stored values; nothing trains. The rules and their thresho
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
+from search.data.constant import constant_losses
 from search.data.target import rescaling_option, target_scale
 from search.verdict.jobs import Group, Plan, job_values, trials_by_job
 from search.verdict.rules import (
@@ -39,31 +39,6 @@ if TYPE_CHECKING:
     from search.spec.studyfile import StudySpec
 
 SCHEMA = "capsearch.verdict/1"
-
-
-def constant_losses(dataset: Dataset) -> tuple[float, float | None]:
-    """Training and validation loss of the best constant prediction (fitted on training rows)."""
-    y = np.asarray(dataset.y_train, dtype=np.float64)
-    y_val = None if dataset.y_val is None else np.asarray(dataset.y_val, dtype=np.float64)
-    eps = 1e-7
-    if dataset.task == "regression":
-        mean = float(y.mean())
-        val = float(np.mean((y_val - mean) ** 2)) if y_val is not None else None
-        return float(np.mean((y - mean) ** 2)), val
-    if dataset.task == "binary":
-        p = float(np.clip(y.mean(), eps, 1 - eps))
-
-        def bce(t: np.ndarray) -> float:
-            return float(-np.mean(t * math.log(p) + (1 - t) * math.log(1 - p)))
-
-        return bce(y), (bce(y_val) if y_val is not None else None)
-    counts = np.bincount(y.astype(int).ravel(), minlength=dataset.n_classes)
-    freq = np.clip(counts / counts.sum(), eps, 1.0)
-
-    def cce(t: np.ndarray) -> float:
-        return float(-np.mean(np.log(freq[t.astype(int).ravel()])))
-
-    return cce(y), (cce(y_val) if y_val is not None else None)
 
 
 def condition_number(dataset: Dataset) -> float | None:

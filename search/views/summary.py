@@ -279,6 +279,9 @@ def print_summary(study: optuna.Study, spec: StudySpec, echo: Echo = print) -> N
         f"{best.user_attrs.get('best_epoch', '?')}"
     )
     echo(f"  {format_params(trial_params(best))}")
+    floor = constant_line(study.user_attrs.get("constant_prediction"), spec.objective)
+    if floor:
+        echo(floor)
     lines = comparison_table(study)
     if lines:
         echo(
@@ -299,6 +302,26 @@ def print_summary(study: optuna.Study, spec: StudySpec, echo: Echo = print) -> N
             f"test ({test['n_test']} held-out rows, trial {test['trial']} re-trained for "
             f"{test['epochs']} epochs): loss {_number(test['test_loss'])}{acc_text}"
         )
+
+
+def constant_line(constant: Any, objective: str) -> str | None:
+    """The floor a trained model must beat, as the summary prints it under the best trial.
+
+    Example:
+        >>> print(constant_line({"val_loss": 0.6439, "val_accuracy": 0.6494}, "generalize"))
+          a constant prediction (the majority class) scores validation loss 0.6439, accuracy 0.6494
+        >>> constant_line({"train_loss": 7.9e9, "train_accuracy": None}, "memorize")
+        '  a constant prediction (the training mean) scores training loss 7.9e+09'
+    """
+    if not isinstance(constant, Mapping):
+        return None
+    split, where = ("val", "validation") if objective == "generalize" else ("train", "training")
+    loss, accuracy = constant.get(f"{split}_loss"), constant.get(f"{split}_accuracy")
+    if not isinstance(loss, (int, float)):
+        return None
+    what = "the training mean" if accuracy is None else "the majority class"
+    acc = f", accuracy {accuracy:.4f}" if isinstance(accuracy, (int, float)) else ""
+    return f"  a constant prediction ({what}) scores {where} loss {_number(loss)}{acc}"
 
 
 def curve_at_best_epoch(attrs: Mapping[str, Any], curve: str) -> float | None:
